@@ -1,0 +1,43 @@
+"""Serve MathJax 3 from the built site instead of a CDN.
+
+The MathJax files come from the PyPI package ``django-static-mathjax`` (installed with the
+book's requirements). At the end of an HTML build the parts that ``tex-chtml-full.js``
+loads (fonts, menu, accessibility) are copied to ``_build/html/_static/mathjax``; the
+``mathjax_path`` in ``_config.yml`` points there. The site then renders math offline.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+PARTS = ("tex-chtml-full.js", "output", "ui", "a11y", "input", "adaptors")
+
+
+def _mathjax_es5() -> Path:
+    import mathjax  # the module of django-static-mathjax
+
+    return Path(mathjax.__file__).parent / "static" / "mathjax" / "es5"
+
+
+def _copy(app, exception) -> None:
+    if exception is not None or app.builder.format != "html":
+        return
+    src, dst = _mathjax_es5(), Path(app.outdir) / "_static" / "mathjax"
+    for part in PARTS:
+        s, d = src / part, dst / part
+        if s.is_dir():
+            shutil.copytree(s, d, dirs_exist_ok=True)
+        else:
+            d.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(s, d)
+
+
+def _check(app) -> None:
+    if not (_mathjax_es5() / "tex-chtml-full.js").exists():
+        raise RuntimeError("MathJax files not found: install the book requirements (django-static-mathjax)")
+
+
+def setup(app):
+    app.connect("builder-inited", _check)
+    app.connect("build-finished", _copy)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}
