@@ -170,7 +170,7 @@ def fit(
             logs = step(batch)
             if not isinstance(logs, Mapping) or not logs:
                 raise TypeError("step must return a non-empty dict of scalar losses")
-            pending.append((t, {k: (v.detach() if isinstance(v, torch.Tensor) else v) for k, v in logs.items()}))
+            pending.append((t, {k: (v.detach().clone() if isinstance(v, torch.Tensor) else v) for k, v in logs.items()}))
             if t % log_every == 0 or t == steps:
                 stop = _flush(pending, history, callbacks)
                 pending.clear()

@@ -1,0 +1,427 @@
+r"""Generative adversarial networks: the optimal discriminator, stable losses, networks, training steps.
+
+The value function of Goodfellow et al. (2014),
+
+.. math:: V(D, G) = \E_{x\sim\pdata}[\log D(x)] + \E_{z\sim p_z}[\log(1 - D(G(z)))],
+
+is maximised by :func:`optimal_discriminator` :math:`D^* = \pdata/(\pdata + \pg)`, and at
+:math:`D^*` it equals :math:`-\log 4 + 2\,\JS(\pdata\|\pg)` (chapter "GANs and the optimal
+discriminator", thm-gan-optimal-d and thm-gan-global-optimum).
+
+Losses take discriminator *logits* :math:`\ell` (:math:`D = \sigma(\ell)`) and use
+``logsigmoid``/``softplus``, so they stay finite for :math:`|\ell|` up to ``1e4``.
+
+Training goes through :func:`gencore.train.fit`; :func:`make_gan_step`,
+:func:`make_infogan_step` and :func:`make_semi_supervised_step` build its step functions.
+The practice chapter ("GANs in practice") also uses the InfoGAN, semi-supervised and AdaGAN
+helpers below; the bilinear-game dynamics live in :mod:`gencore.gan_dynamics`.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gencore.nets import mlp
+
+GENERATOR_LOSSES = ("non_saturating", "minimax")
+
+
+def _tensor(x: Any, name: str) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        t = x
+    else:
+        try:
+            t = torch.as_tensor(x, dtype=torch.float64)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise TypeError(f"{name} must be a tensor or array of numbers, got {type(x).__name__}") from exc
+    if not t.is_floating_point():
+        t = t.double()
+    return t
+
+
+def _same_shape(a: torch.Tensor, b: torch.Tensor, na: str, nb: str) -> None:
+    if a.shape != b.shape:
+        raise ValueError(f"{na} and {nb} must have the same shape (one entry per sample); "
+                         f"got {tuple(a.shape)} and {tuple(b.shape)}")
+
+
+def _probabilities(p: torch.Tensor, name: str) -> None:
+    if p.numel() and (torch.isnan(p).any() or p.min() < 0 or p.max() > 1):
+        raise ValueError(f"{name} must hold probabilities in [0, 1]")
+
+
+# --------------------------------------------------------------------------- the theory
+def optimal_discriminator(p_data: Any, p_model: Any) -> torch.Tensor:
+    r"""The optimal discriminator :math:`D^*(x) = \pdata(x) / (\pdata(x) + \pg(x))`.
+
+    Parameters
+    ----------
+    p_data, p_model : tensor or array, same shape
+        Density values :math:`\pdata(x)` and :math:`\pg(x)` (>= 0) at the same points.
+
+    Returns
+    -------
+    Tensor of the same shape, in [0, 1]; ``1/2`` where both densities are 0 (there any
+    value is optimal) and where they are equal. See chapter "GANs and the optimal
+    discriminator", thm-gan-optimal-d.
+    """
+    p, q = _tensor(p_data, "p_data"), _tensor(p_model, "p_model")
+    _same_shape(p, q, "p_data", "p_model")
+    if p.numel() and (p.min() < 0 or q.min() < 0 or torch.isnan(p).any() or torch.isnan(q).any()):
+        raise ValueError("p_data and p_model must be density values >= 0")
+    total = p + q
+    return torch.where(total > 0, p / torch.where(total > 0, total, torch.ones_like(total)),
+                       torch.full_like(total, 0.5))
+
+
+def gan_value(d_real: Any, d_fake: Any) -> torch.Tensor:
+    r"""Monte Carlo value :math:`\hat V = \frac1n\sum_i \log D(x_i) + \frac1m\sum_j \log(1 - D(G(z_j)))`.
+
+    ``d_real`` (n,) and ``d_fake`` (m,) are discriminator *probabilities* in [0, 1]
+    (``n`` and ``m`` may differ). ``log 0 = -inf`` is returned as such.
+    """
+    a, b = _tensor(d_real, "d_real"), _tensor(d_fake, "d_fake")
+    _probabilities(a, "d_real")
+    _probabilities(b, "d_fake")
+    return torch.log(a).mean() + torch.log1p(-b).mean()
+
+
+def _trapezoid(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return torch.trapezoid(y, x)
+
+
+def _xlogy(p: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    return torch.where(p > 0, p * torch.log(torch.where(p > 0, r, torch.ones_like(r))), torch.zeros_like(p))
+
+
+def gan_value_on_grid(p_data: Any, p_model: Any, x: Any, discriminator: Any = None) -> torch.Tensor:
+    r""":math:`V(D, G) = \int \pdata \log D + \pg \log(1 - D)\,dx` by the trapezoid rule on a 1-D grid.
+
+    ``p_data``, ``p_model`` (and ``discriminator``, probabilities) are values on the grid
+    ``x`` (shape ``(n,)``). With ``discriminator=None`` the optimal :math:`D^*` is used, which
+    gives the virtual training criterion :math:`C(G) = -\log 4 + 2\JS(\pdata\|\pg)`
+    (thm-gan-global-optimum).
+    """
+    p, q, xs = _tensor(p_data, "p_data"), _tensor(p_model, "p_model"), _tensor(x, "x")
+    _same_shape(p, q, "p_data", "p_model")
+    _same_shape(p, xs, "p_data", "x")
+    d = optimal_discriminator(p, q) if discriminator is None else _tensor(discriminator, "discriminator")
+    _same_shape(p, d, "p_data", "discriminator")
+    _probabilities(d, "discriminator")
+    return _trapezoid(_xlogy(p, d) + _xlogy(q, 1 - d), xs)
+
+
+def jensen_shannon_on_grid(p: Any, q: Any, x: Any) -> torch.Tensor:
+    r""":math:`\JS(p\|q) = \tfrac12\KL(p\|m) + \tfrac12\KL(q\|m)`, :math:`m = (p+q)/2`, by the trapezoid rule (nats)."""
+    p, q, xs = _tensor(p, "p"), _tensor(q, "q"), _tensor(x, "x")
+    _same_shape(p, q, "p", "q")
+    _same_shape(p, xs, "p", "x")
+    m = 0.5 * (p + q)
+    return 0.5 * _trapezoid(_xlogy(p, p / m.clamp_min(1e-300)) + _xlogy(q, q / m.clamp_min(1e-300)), xs)
+
+
+# --------------------------------------------------------------------------- stable losses
+def discriminator_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:
+    r"""Discriminator loss :math:`-\hat V`, from logits:
+
+    .. math:: \frac1n\sum_i \mathrm{softplus}(-\ell_i^{real}) + \frac1n\sum_j \mathrm{softplus}(\ell_j^{fake}),
+
+    since :math:`-\log\sigma(\ell) = \mathrm{softplus}(-\ell)` and
+    :math:`-\log(1 - \sigma(\ell)) = \mathrm{softplus}(\ell)`. Both inputs have the same shape
+    ``(n,)`` (or ``(n, 1)``). Finite for logits up to ``+-1e4``.
+    """
+    _same_shape(logits_real, logits_fake, "logits_real", "logits_fake")
+    return F.softplus(-logits_real).mean() + F.softplus(logits_fake).mean()
+
+
+def generator_loss(logits_fake: torch.Tensor, kind: str = "non_saturating") -> torch.Tensor:
+    r"""Generator loss from the discriminator's logits on generated samples.
+
+    ``"minimax"``: :math:`\frac1n\sum_j \log(1 - D(G(z_j))) = -\frac1n\sum_j\mathrm{softplus}(\ell_j)`
+    (saturates: its gradient vanishes as :math:`D(G(z))\to0`).
+    ``"non_saturating"``: :math:`-\frac1n\sum_j \log D(G(z_j)) = \frac1n\sum_j\mathrm{softplus}(-\ell_j)`.
+    See chapter "GANs and the optimal discriminator", prop-gan-saturation.
+    """
+    if kind not in GENERATOR_LOSSES:
+        raise ValueError(f"unknown generator loss kind {kind!r}; valid choices: {', '.join(GENERATOR_LOSSES)}")
+    if kind == "minimax":
+        return -F.softplus(logits_fake).mean()
+    return F.softplus(-logits_fake).mean()
+
+
+# --------------------------------------------------------------------------- networks
+class MLPDiscriminator(nn.Module):
+    """MLP discriminator: ``features`` (LeakyReLU hidden layers) then a linear ``head``.
+
+    ``forward(x)`` returns logits of shape ``(N,)`` when ``n_outputs == 1``, else ``(N, n_outputs)``
+    (the K class logits of a semi-supervised discriminator).
+    """
+
+    def __init__(self, in_dim: int, hidden: Sequence[int] = (128, 128), n_outputs: int = 1):
+        super().__init__()
+        self.features = mlp([in_dim, *hidden], activation="leaky_relu", out_activation="leaky_relu")
+        self.out_features = int(hidden[-1])
+        self.head = nn.Linear(self.out_features, n_outputs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.head(self.features(x))
+        return out.squeeze(-1) if out.shape[-1] == 1 else out
+
+
+def mlp_generator(latent_dim: int, out_dim: int, hidden: Sequence[int] = (128, 128),
+                  out_activation: str | None = None) -> nn.Sequential:
+    """MLP generator ``z (N, latent_dim) -> x (N, out_dim)``; ``out_activation="sigmoid"`` for images in [0, 1]."""
+    return mlp([latent_dim, *hidden, out_dim], activation="relu", out_activation=out_activation)
+
+
+class DCGANGenerator(nn.Module):
+    """DCGAN generator for 28x28 images (Radford et al. 2015).
+
+    ``z (N, latent_dim)`` -> linear -> ``(2w, 7, 7)`` -> BN, ReLU -> stride-2 transposed conv
+    ``(w, 14, 14)`` -> BN, ReLU -> stride-2 transposed conv ``(1, 28, 28)`` -> sigmoid, returned
+    flat ``(N, 784)`` in [0, 1].
+    """
+
+    def __init__(self, latent_dim: int, width: int = 64):
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.fc = nn.Sequential(nn.Linear(latent_dim, 2 * width * 49, bias=False),
+                                nn.BatchNorm1d(2 * width * 49), nn.ReLU())
+        self.net = nn.Sequential(
+            nn.ConvTranspose2d(2 * width, width, 4, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(width), nn.ReLU(),
+            nn.ConvTranspose2d(width, 1, 4, stride=2, padding=1), nn.Sigmoid())
+        self.width = width
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.fc(z).view(len(z), 2 * self.width, 7, 7)
+        return self.net(h).flatten(1)
+
+
+class DCGANDiscriminator(nn.Module):
+    """DCGAN discriminator for 28x28 images: stride-2 convs, batch norm, LeakyReLU(0.2).
+
+    ``x (N, 784)`` -> ``features (N, 2w*49)`` -> ``head`` logits ``(N,)`` (or ``(N, n_outputs)``).
+    """
+
+    def __init__(self, width: int = 64, n_outputs: int = 1):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Unflatten(1, (1, 28, 28)),
+            nn.Conv2d(1, width, 4, stride=2, padding=1), nn.LeakyReLU(0.2),
+            nn.Conv2d(width, 2 * width, 4, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(2 * width), nn.LeakyReLU(0.2), nn.Flatten())
+        self.out_features = 2 * width * 49
+        self.head = nn.Linear(self.out_features, n_outputs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.head(self.features(x))
+        return out.squeeze(-1) if out.shape[-1] == 1 else out
+
+
+def adam_for_gan(module: nn.Module, lr: float = 2e-4, beta1: float = 0.5) -> torch.optim.Adam:
+    """Adam with :math:`\\beta_1 = 0.5`, as recommended for DCGAN."""
+    return torch.optim.Adam(module.parameters(), lr=lr, betas=(beta1, 0.999))
+
+
+# --------------------------------------------------------------------------- training steps
+def make_gan_step(generator: nn.Module, discriminator: nn.Module, opt_g: torch.optim.Optimizer,
+                  opt_d: torch.optim.Optimizer, *, latent_dim: int, k: int = 1,
+                  kind: str = "non_saturating") -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
+    r"""Step function for :func:`gencore.train.fit`: Algorithm 1 of Goodfellow et al. (2014).
+
+    Each call receives ``k * m`` real rows (call ``fit`` with ``batch_size=k * m``) and does
+    ``k`` discriminator updates, each on ``m`` real rows and ``m`` fresh noise vectors, then one
+    generator update on ``m`` noise vectors with :func:`generator_loss` of the given ``kind``.
+    Noise :math:`z\sim\N(0, I)` is drawn on the batch's device. Returns ``{"d_loss", "g_loss"}``.
+    """
+    if not isinstance(k, int) or k < 1:
+        raise ValueError(f"k (discriminator steps per generator step) must be a positive integer, got {k!r}")
+    if kind not in GENERATOR_LOSSES:
+        raise ValueError(f"unknown generator loss kind {kind!r}; valid choices: {', '.join(GENERATOR_LOSSES)}")
+
+    def step(batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        if len(batch) < k:
+            raise ValueError(f"batch has {len(batch)} rows, fewer than k={k}; use batch_size = k * m")
+        for real in batch.chunk(k):
+            with torch.no_grad():
+                fake = generator(torch.randn(len(real), latent_dim, device=real.device))
+            d_loss = discriminator_loss(discriminator(real), discriminator(fake))
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
+        m = len(batch) // k
+        g_loss = generator_loss(discriminator(generator(torch.randn(m, latent_dim, device=batch.device))), kind)
+        opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        opt_g.step()
+        return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach()}
+
+    return step
+
+
+def sample_generator(generator: nn.Module, n: int, latent_dim: int, *, device: Any = None,
+                     seed: int | None = None) -> torch.Tensor:
+    """``n`` samples ``G(z)``, ``z ~ N(0, I)``, in eval mode and without gradients (seeded if ``seed``)."""
+    gen = torch.Generator().manual_seed(seed) if seed is not None else None
+    dev = device if device is not None else next(generator.parameters()).device
+    z = torch.randn(n, latent_dim, generator=gen).to(dev)
+    was_training = generator.training
+    generator.eval()
+    with torch.no_grad():
+        x = generator(z)
+    generator.train(was_training)
+    return x
+
+
+# --------------------------------------------------------------------------- InfoGAN
+def categorical_code(n: int, n_categories: int, *, device: Any = None,
+                     generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Draw ``c ~ Cat(1/K, ..., 1/K)``: returns indices ``(n,)`` and one-hot codes ``(n, K)``."""
+    idx = torch.randint(n_categories, (n,), generator=generator).to(device)
+    return idx, F.one_hot(idx, n_categories).float()
+
+
+def info_lower_bound(q_logits: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
+    r"""Variational lower bound on :math:`I(c; G(z, c))` for a uniform K-way code (Chen et al. 2016):
+
+    .. math:: L_I = \E_{c, z}[\log Q(c \mid G(z, c))] + \H(c), \qquad \H(c) = \log K.
+
+    ``q_logits`` (N, K) are the Q head's logits on ``G(z, c)``, ``code`` (N,) the indices.
+    :math:`L_I \le \log K`, with equality when Q recovers c exactly (prop-gan-info-bound).
+    """
+    if q_logits.ndim != 2 or code.shape != (len(q_logits),):
+        raise ValueError(f"q_logits must be (N, K) and code (N,); got {tuple(q_logits.shape)} and {tuple(code.shape)}")
+    return -F.cross_entropy(q_logits, code) + math.log(q_logits.shape[1])
+
+
+def make_infogan_step(generator: nn.Module, discriminator: nn.Module, q_head: nn.Module,
+                      opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer, *, noise_dim: int,
+                      n_categories: int = 10, info_weight: float = 1.0) -> Callable:
+    r"""InfoGAN step for :func:`gencore.train.fit`. ``generator`` takes ``[z, one_hot(c)]``;
+    ``q_head`` maps ``discriminator.features(x)`` to K logits. ``opt_g`` must hold the generator's
+    and ``q_head``'s parameters; both minimise ``generator_loss - info_weight * L_I``.
+    Returns ``{"d_loss", "g_loss", "info_bound"}``.
+    """
+
+    def step(real: torch.Tensor) -> dict[str, torch.Tensor]:
+        m, dev = len(real), real.device
+        _, onehot = categorical_code(m, n_categories, device=dev)
+        with torch.no_grad():
+            fake = generator(torch.cat([torch.randn(m, noise_dim, device=dev), onehot], 1))
+        d_loss = discriminator_loss(discriminator(real), discriminator(fake))
+        opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        opt_d.step()
+        idx, onehot = categorical_code(m, n_categories, device=dev)
+        fake = generator(torch.cat([torch.randn(m, noise_dim, device=dev), onehot], 1))
+        h = discriminator.features(fake)
+        g_loss = generator_loss(discriminator.head(h).squeeze(-1))
+        bound = info_lower_bound(q_head(h), idx)
+        opt_g.zero_grad(set_to_none=True)
+        (g_loss - info_weight * bound).backward()
+        opt_g.step()
+        return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(), "info_bound": bound.detach()}
+
+    return step
+
+
+# --------------------------------------------------------------------------- semi-supervised GAN
+def semi_supervised_losses(logits_labelled: torch.Tensor, labels: torch.Tensor,
+                           logits_unlabelled: torch.Tensor, logits_fake: torch.Tensor) -> dict[str, torch.Tensor]:
+    r"""Losses of a K+1-class discriminator (Salimans et al. 2016), from its K class logits.
+
+    Fixing the logit of the "fake" class K+1 to 0, :math:`D(x) = Z(x)/(Z(x)+1)` with
+    :math:`Z(x) = \sum_k e^{\ell_k(x)}`, i.e. the real/fake logit is :math:`\mathrm{logsumexp}_k\,\ell_k`
+    (prop-gan-k-plus-one). Returns ``supervised`` (cross-entropy on the labelled rows) and
+    ``unsupervised`` (:func:`discriminator_loss` on the real/fake logits).
+    """
+    if logits_labelled.ndim != 2 or labels.shape != (len(logits_labelled),):
+        raise ValueError(f"logits_labelled must be (N, K) and labels (N,); got {tuple(logits_labelled.shape)} "
+                         f"and {tuple(labels.shape)}")
+    sup = F.cross_entropy(logits_labelled, labels)
+    unsup = discriminator_loss(torch.logsumexp(logits_unlabelled, 1), torch.logsumexp(logits_fake, 1))
+    return {"supervised": sup, "unsupervised": unsup}
+
+
+def make_semi_supervised_step(generator: nn.Module, discriminator: nn.Module, opt_g: torch.optim.Optimizer,
+                              opt_d: torch.optim.Optimizer, x_labelled: torch.Tensor, y_labelled: torch.Tensor,
+                              *, latent_dim: int) -> Callable:
+    """Semi-supervised GAN step for :func:`gencore.train.fit` on unlabelled batches.
+
+    The discriminator (K outputs, :class:`MLPDiscriminator`) minimises supervised + unsupervised
+    loss on all labelled rows and the batch; the generator uses feature matching:
+    :math:`\\|\\bar f(x) - \\bar f(G(z))\\|^2` on ``discriminator.features`` (Salimans et al. 2016).
+    """
+
+    def step(real: torch.Tensor) -> dict[str, torch.Tensor]:
+        m, dev = len(real), real.device
+        with torch.no_grad():
+            fake = generator(torch.randn(m, latent_dim, device=dev))
+        losses = semi_supervised_losses(discriminator(x_labelled), y_labelled, discriminator(real),
+                                        discriminator(fake))
+        d_loss = losses["supervised"] + losses["unsupervised"]
+        opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        opt_d.step()
+        f_real = discriminator.features(real).detach().mean(0)
+        f_fake = discriminator.features(generator(torch.randn(m, latent_dim, device=dev))).mean(0)
+        g_loss = (f_real - f_fake).pow(2).sum()
+        opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        opt_g.step()
+        return {"supervised": losses["supervised"].detach(), "unsupervised": losses["unsupervised"].detach(),
+                "g_loss": g_loss.detach()}
+
+    return step
+
+
+# --------------------------------------------------------------------------- AdaGAN boosting
+def adagan_weights(density_ratio: torch.Tensor, beta: float) -> torch.Tensor:
+    r"""AdaGAN data weights (Tolstikhin et al. 2017, Theorem 2).
+
+    With :math:`h_i = p_{mix}(x_i)/\pdata(x_i)` for the current mixture, the next component is
+    trained on weights
+
+    .. math:: w_i = \frac{1}{\beta N}\big(\lambda^* - (1 - \beta) h_i\big)_+ ,
+
+    :math:`\lambda^*` chosen so that :math:`\sum_i w_i = 1`: points the mixture already covers
+    well (large :math:`h_i`) get little weight. ``density_ratio`` (N,) >= 0, ``0 < beta <= 1``.
+    """
+    h = _tensor(density_ratio, "density_ratio")
+    if h.ndim != 1 or len(h) == 0 or (h < 0).any() or torch.isnan(h).any():
+        raise ValueError("density_ratio must be a non-empty 1-D tensor of values >= 0")
+    if not 0 < beta <= 1:
+        raise ValueError(f"beta must be in (0, 1], got {beta!r}")
+    n = len(h)
+    a = (1 - beta) * torch.sort(h).values  # ascending: the smallest h get weight first
+    # sum_{i<=j} (lam - a_i) = beta * N; lam_j = (beta N + cumsum) / j must exceed a_j
+    lam = (beta * n + torch.cumsum(a, 0)) / torch.arange(1, n + 1, device=h.device, dtype=h.dtype)
+    j = int((lam > a).nonzero().max())
+    return torch.clamp(lam[j] - (1 - beta) * h, min=0) / (beta * n)
+
+
+def sample_mixture(generators: Sequence[nn.Module], weights: Sequence[float], n: int, latent_dim: int, *,
+                   seed: int = 0, device: Any = None) -> torch.Tensor:
+    """``n`` samples from the mixture :math:`\\sum_t \\alpha_t G_t`: multinomial counts, then each generator."""
+    w = torch.as_tensor(list(weights), dtype=torch.float64)
+    if len(w) != len(generators) or len(w) == 0 or (w < 0).any() or abs(float(w.sum()) - 1) > 1e-6:
+        raise ValueError("weights must be one non-negative number per generator, summing to 1")
+    g = torch.Generator().manual_seed(seed)
+    comp = torch.multinomial(w, n, replacement=True, generator=g)
+    counts = torch.bincount(comp, minlength=len(w)).tolist()
+    parts = [sample_generator(gen, c, latent_dim, device=device, seed=seed + 1 + t)
+             for t, (gen, c) in enumerate(zip(generators, counts)) if c > 0]
+    return torch.cat(parts)
+
+
+def mixture_weights_after_round(weights: Sequence[float], beta: float) -> list[float]:
+    r"""Mixture update :math:`P_t = (1-\beta) P_{t-1} + \beta G_t`: old weights times ``1 - beta``, then ``beta``."""
+    if not 0 < beta <= 1:
+        raise ValueError(f"beta must be in (0, 1], got {beta!r}")
+    return [float(a) * (1 - beta) for a in weights] + [float(beta)]
