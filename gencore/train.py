@@ -115,7 +115,8 @@ def fit(
     ----------
     step : callable
         ``step(batch) -> {"loss_name": scalar, ...}``. It does its own ``backward`` and
-        optimiser updates (see :func:`make_step`). ``batch`` is a tensor (or tuple of tensors,
+        optimiser updates (see :func:`make_step`); returned tensors are read after it returns,
+        so return values computed before an in-place update (not parameters). ``batch`` is a tensor (or tuple of tensors,
         matching ``data``) of ``batch_size`` rows, or ``None`` when ``data`` is ``None``.
     data : tensor, tuple of tensors, or None
         The whole training set, already on the device training should use. Rows are drawn
@@ -223,6 +224,8 @@ def make_step(loss_fn: Callable[[Batch], Any], optimizer: torch.optim.Optimizer,
             raise KeyError("loss_fn returned a dict without a 'loss' entry")
         optimizer.zero_grad(set_to_none=True)
         logs["loss"].backward()
+        # snapshot before the update: logged values are those of the forward pass
+        logs = {k: (v.detach().clone() if isinstance(v, torch.Tensor) else v) for k, v in logs.items()}
         if clip_grad_norm is not None:
             params = [p for grp in optimizer.param_groups for p in grp["params"]]
             torch.nn.utils.clip_grad_norm_(params, clip_grad_norm)
