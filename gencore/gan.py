@@ -110,7 +110,11 @@ def gan_value_on_grid(p_data: Any, p_model: Any, x: Any, discriminator: Any = No
     p, q, xs = _tensor(p_data, "p_data"), _tensor(p_model, "p_model"), _tensor(x, "x")
     _same_shape(p, q, "p_data", "p_model")
     _same_shape(p, xs, "p_data", "x")
-    d = optimal_discriminator(p, q) if discriminator is None else _tensor(discriminator, "discriminator")
+    if discriminator is None:  # D* = p/(p+q), 1 - D* = q/(p+q), without rounding 1 - D* to 0
+        _ = optimal_discriminator(p, q)  # validates the densities
+        total = (p + q).clamp_min(torch.finfo(p.dtype).tiny)
+        return _trapezoid(_xlogy(p, p / total) + _xlogy(q, q / total), xs)
+    d = _tensor(discriminator, "discriminator")
     _same_shape(p, d, "p_data", "discriminator")
     _probabilities(d, "discriminator")
     return _trapezoid(_xlogy(p, d) + _xlogy(q, 1 - d), xs)
@@ -298,6 +302,21 @@ def info_lower_bound(q_logits: torch.Tensor, code: torch.Tensor) -> torch.Tensor
     if q_logits.ndim != 2 or code.shape != (len(q_logits),):
         raise ValueError(f"q_logits must be (N, K) and code (N,); got {tuple(q_logits.shape)} and {tuple(code.shape)}")
     return -F.cross_entropy(q_logits, code) + math.log(q_logits.shape[1])
+
+
+def accuracy_up_to_permutation(codes: Any, labels: Any, n_classes: int) -> float:
+    """Accuracy of ``codes`` against ``labels`` (both ints in ``0..n_classes-1``) under the best
+    one-to-one relabelling of the codes (Hungarian algorithm, ``scipy.optimize.linear_sum_assignment``)."""
+    import numpy as np
+    from scipy.optimize import linear_sum_assignment
+
+    c, y = np.asarray(codes).ravel(), np.asarray(labels).ravel()
+    if c.shape != y.shape or c.size == 0:
+        raise ValueError(f"codes and labels must be non-empty with the same length; got {c.shape} and {y.shape}")
+    counts = np.zeros((n_classes, n_classes))
+    np.add.at(counts, (c, y), 1)
+    rows, cols = linear_sum_assignment(-counts)
+    return float(counts[rows, cols].sum() / c.size)
 
 
 def make_infogan_step(generator: nn.Module, discriminator: nn.Module, q_head: nn.Module,

@@ -1,9 +1,15 @@
-"""Serve MathJax 3 from the built site instead of a CDN.
+"""Make the website work offline and load cleanly.
+
+1. Serve MathJax 3 from the built site instead of a CDN.
 
 The MathJax files come from the PyPI package ``django-static-mathjax`` (installed with the
 book's requirements). At the end of an HTML build the parts that ``tex-chtml-full.js``
 loads (fonts, menu, accessibility) are copied to ``_build/html/_static/mathjax``; the
 ``mathjax_path`` in ``_config.yml`` points there. The site then renders math offline.
+
+2. Drop duplicate ``<script>`` tags. sphinx-thebe 0.3 adds its inline configuration
+(``const THEBE_JS_URL = ...``) once per read phase, and a second ``const`` declaration is a
+JavaScript error on every page.
 """
 from __future__ import annotations
 
@@ -37,7 +43,26 @@ def _check(app) -> None:
         raise RuntimeError("MathJax files not found: install the book requirements (django-static-mathjax)")
 
 
+def _dedupe_inline_scripts(app, exception) -> None:
+    """Remove a repeated, identical inline ``<script>...</script>`` line from each page."""
+    if exception is not None or app.builder.format != "html":
+        return
+    for page in Path(app.outdir).rglob("*.html"):
+        lines = page.read_text(encoding="utf-8").splitlines(keepends=True)
+        seen, kept = set(), []
+        for line in lines:
+            text = line.strip()
+            if text.startswith("<script>") and text.endswith("</script>"):
+                if text in seen:
+                    continue
+                seen.add(text)
+            kept.append(line)
+        if len(kept) != len(lines):
+            page.write_text("".join(kept), encoding="utf-8")
+
+
 def setup(app):
     app.connect("builder-inited", _check)
     app.connect("build-finished", _copy)
+    app.connect("build-finished", _dedupe_inline_scripts)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -1,0 +1,381 @@
+"""Tests of gencore.divergences: every registered record is checked against independent maths.
+
+Independent references: scipy.optimize (numerical suprema), scipy.special.lambertw, scipy.stats
+and scipy.spatial (KL, JS), scipy.integrate.quad, closed forms written out here.
+"""
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import integrate, optimize, special, stats
+from scipy.spatial.distance import jensenshannon
+
+from gencore import divergences as D
+
+NAMES = D.available()
+LOG4 = math.log(4.0)
+
+
+def _t(x):
+    return torch.as_tensor(x, dtype=torch.float64)
+
+
+def _random_pairs(n_pairs=40, k=6, seed=0, zeros=False):
+    rng = np.random.default_rng(seed)
+    for _ in range(n_pairs):
+        p, q = rng.dirichlet(np.full(k, 0.7)), rng.dirichlet(np.full(k, 0.7))
+        if zeros:
+            p[rng.integers(k)] = 0.0
+            p /= p.sum()
+        yield p, q
+
+
+def _interior_points(div, n=9):
+    lo, hi = div.domain
+    a = max(lo, -3.0)
+    b = min(hi - 0.05, 3.0) if math.isfinite(hi) else 3.0
+    return np.linspace(a, b, n)
+
+
+def _numerical_sup(div, t):
+    """sup_{u >= 0} u t - f(u) by bounded Brent search over log u, and the boundary u = 0."""
+    def neg(s):
+        u = math.exp(s)
+        return -(u * t - float(div.f(_t(u))))
+    res = optimize.minimize_scalar(neg, bounds=(-25.0, 25.0), method="bounded", options={"xatol": 1e-10})
+    return max(-res.fun, -float(div.f(_t(0.0))))
+
+
+# --------------------------------------------------------------------------- registry
+def test_registry_holds_the_nine_divergences_of_the_book():
+    assert set(NAMES) == {"kl", "reverse_kl", "js", "gan", "pearson", "neyman", "hellinger", "tv", "jeffrey"}
+    for name in NAMES:
+        assert D.get(name).name == name
+
+
+def test_unknown_name_lists_the_valid_ones():
+    with pytest.raises(ValueError, match="unknown divergence 'chi2'.*valid names: kl, reverse_kl"):
+        D.get("chi2")
+    with pytest.raises(ValueError, match="valid names"):
+        D.f_divergence("nope", [0.5, 0.5], [0.5, 0.5])
+
+
+def test_register_rejects_a_duplicate_name():
+    with pytest.raises(ValueError, match="already registered"):
+        D.register(D.get("kl"))
+    with pytest.raises(TypeError, match="must be a Divergence"):
+        D.register("kl")
+
+
+def test_table_has_one_row_per_record_with_its_formulas():
+    text = D.table()
+    lines = text.splitlines()
+    assert len(lines) == 2 + len(NAMES)
+    for name, line in zip(NAMES, lines[2:]):
+        div = D.get(name)
+        assert line.startswith(f"| {div.title} |")
+        assert div.tex["conjugate"] in line and div.tex["f"] in line
+
+
+# --------------------------------------------------------------------------- conjugates
+@pytest.mark.parametrize("name", NAMES)
+def test_conjugate_matches_numerical_supremum(name):  # def-fdiv-conjugate
+    div = D.get(name)
+    ts = _interior_points(div)
+    got = div.conjugate(_t(ts)).numpy()
+    want = np.array([_numerical_sup(div, t) for t in ts])
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_conjugate_is_inf_outside_its_domain(name):
+    div = D.get(name)
+    lo, hi = div.domain
+    if not math.isfinite(hi):
+        pytest.skip(f"dom f* of {name} is the real line")
+    outside = _t([hi + 1e-3, hi + 1.0, hi + 100.0])
+    assert torch.isinf(div.conjugate(outside)).all() and (div.conjugate(outside) > 0).all()
+    # independent: u t - f(u) grows without bound when t is beyond the domain
+    u = 1e7
+    assert u * float(outside[0]) - float(div.f(_t(u))) > 1e3
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_biconjugate_recovers_f(name):  # thm-fdiv-biconjugate
+    div = D.get(name)
+    lo, hi = div.domain
+    t = _t(np.linspace(max(lo, -60.0), min(hi, 12.0), 100_001))
+    t = t[div.in_domain(t)]
+    ft = div.conjugate(t)
+    for u in [0.25, 0.5, 1.0, 1.7, 3.0]:
+        fss = float((u * t - ft).max())
+        assert fss == pytest.approx(float(div.f(_t(u))), abs=2e-4), (name, u)
+
+
+def test_jeffrey_conjugate_matches_scipy_lambertw():
+    t = np.linspace(-20, 8, 57)
+    w = special.lambertw(np.exp(1 - t)).real
+    want = w + 1 / w + t - 2
+    np.testing.assert_allclose(D.get("jeffrey").conjugate(_t(t)).numpy(), want, rtol=1e-10, atol=1e-10)
+
+
+def test_pearson_and_tv_conjugates_are_those_of_f_on_the_half_line():
+    # pins the convention: f lives on u >= 0, so the supremum sits at u = 0 below t = -2 (resp. -1/2);
+    # the formulas t^2/4 + t and t of Nowozin et al. (2016) are conjugates of f on the whole line.
+    pearson, tv = D.get("pearson"), D.get("tv")
+    assert float(pearson.conjugate(_t(-3.0))) == pytest.approx(-1.0)
+    assert -3.0**2 / 4 + 3.0 != pytest.approx(-1.0)  # the paper's value there, 0.75 larger
+    assert float(tv.conjugate(_t(-2.0))) == pytest.approx(-0.5)
+    assert float(tv.conjugate(_t(0.5))) == pytest.approx(0.5)  # the endpoint belongs to dom f*
+    assert torch.isinf(tv.conjugate(_t(0.5 + 1e-9)))
+    # on the range of the activation both conventions agree
+    v = _t(np.linspace(-5, 5, 11))
+    torch.testing.assert_close(tv.conjugate(tv.activation(v)), tv.activation(v))
+    assert (pearson.activation(v)[v >= -2] ** 2 / 4 + v[v >= -2] == pearson.conjugate(v)[v >= -2]).all()
+
+
+def test_gan_conjugate_sign_and_argument_convention():
+    # f*(t) = -log(1 - e^t) on t < 0 and g_f(v) = -log(1 + e^{-v}) = log sigmoid(v), so that
+    # f*(g_f(v)) = -log(1 - sigmoid(v)) = softplus(v): the two terms of Goodfellow et al.'s value function.
+    gan = D.get("gan")
+    v = _t(np.linspace(-6, 6, 25))
+    torch.testing.assert_close(gan.activation(v), -torch.log1p(torch.exp(-v)))
+    torch.testing.assert_close(gan.conjugate(gan.activation(v)), -torch.log(1 - torch.sigmoid(v)))
+    torch.testing.assert_close(gan.conjugate_of_activation(v), gan.conjugate(gan.activation(v)))
+
+
+# --------------------------------------------------------------------------- generators
+@pytest.mark.parametrize("name", NAMES)
+def test_f_at_one_and_divergence_of_p_from_itself(name):  # def-fdiv-divergence
+    div = D.get(name)
+    target = -LOG4 if name == "gan" else 0.0
+    assert float(div.f(_t(1.0))) == pytest.approx(target, abs=1e-12)
+    assert div.f_at_one == pytest.approx(target, abs=1e-12)
+    for p, _ in _random_pairs(5, seed=1):
+        assert float(D.f_divergence(name, p, p)) == pytest.approx(target, abs=1e-12)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_f_prime_one_matches_finite_difference_and_optimal_critic(name):
+    div = D.get(name)
+    h = 1e-5
+    fd = (float(div.f(_t(1 + h))) - float(div.f(_t(1 - h)))) / (2 * h)
+    assert fd == pytest.approx(div.f_prime_one, abs=1e-6)
+    assert float(div.optimal_critic(_t(1.0))) == pytest.approx(div.f_prime_one, abs=1e-12)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_f_is_convex_and_inf_for_negative_u(name):
+    div = D.get(name)
+    u = _t(np.linspace(0.05, 6, 300))
+    fu = div.f(u).numpy()
+    assert (fu[:-2] + fu[2:] - 2 * fu[1:-1] >= -1e-12).all()
+    assert torch.isinf(div.f(_t([-0.5, -1e-9]))).all()
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if n != "gan"])
+def test_divergence_is_non_negative_on_random_pairs(name):  # prop-fdiv-nonnegative
+    for p, q in _random_pairs(60, seed=2, zeros=True):
+        assert float(D.f_divergence(name, p, q)) >= -1e-12
+
+
+def test_divergences_match_independent_closed_forms():
+    for p, q in _random_pairs(20, seed=3):
+        kl_pq, kl_qp = stats.entropy(p, q), stats.entropy(q, p)
+        want = {
+            "kl": kl_pq,
+            "reverse_kl": kl_qp,
+            "js": jensenshannon(p, q) ** 2,
+            "gan": 2 * jensenshannon(p, q) ** 2 - LOG4,
+            "pearson": ((p - q) ** 2 / q).sum(),
+            "neyman": ((p - q) ** 2 / p).sum(),
+            "hellinger": ((np.sqrt(p) - np.sqrt(q)) ** 2).sum(),
+            "tv": 0.5 * np.abs(p - q).sum(),
+            "jeffrey": kl_pq + kl_qp,
+        }
+        for name in NAMES:
+            assert float(D.f_divergence(name, p, q)) == pytest.approx(want[name], rel=1e-9, abs=1e-12), name
+
+
+def test_js_convention_is_the_jensen_shannon_divergence_not_twice_it():
+    # pins the factor 1/2 of the JS record (the generator printed by Nowozin et al. gives 2 JS)
+    p, q = np.array([0.1, 0.6, 0.3]), np.array([0.5, 0.25, 0.25])
+    js = jensenshannon(p, q) ** 2
+    assert float(D.f_divergence("js", p, q)) == pytest.approx(js, rel=1e-12)
+    u = _t(np.linspace(0.1, 4, 9))
+    paper_f = torch.xlogy(u, u) - torch.xlogy(u + 1, (u + 1) / 2)
+    torch.testing.assert_close(D.get("js").f(u), paper_f / 2)
+    # and the conjugate matches this f: f*(t) = -log(2 - e^{2t}) / 2
+    t = _t([-1.0, 0.0, 0.3])
+    torch.testing.assert_close(D.get("js").conjugate(t), -0.5 * torch.log(2 - torch.exp(2 * t)))
+
+
+def test_gan_divergence_is_twice_js_minus_log4():  # prop-fdiv-gan-js
+    for p, q in _random_pairs(30, seed=4, zeros=True):
+        assert float(D.f_divergence("gan", p, q)) == pytest.approx(
+            2 * float(D.f_divergence("js", p, q)) - LOG4, abs=1e-12)
+
+
+def test_mass_where_q_vanishes_uses_the_slope_at_infinity():
+    p, q = [0.5, 0.5], [1.0, 0.0]
+    assert torch.isinf(D.f_divergence("kl", p, q))
+    assert float(D.f_divergence("reverse_kl", p, q)) == pytest.approx(math.log(2))  # KL(q||p); p-mass off q weighs 0
+    assert torch.isinf(D.f_divergence("reverse_kl", q, p))
+    assert float(D.f_divergence("tv", p, q)) == pytest.approx(0.5)
+    assert float(D.f_divergence("js", p, q)) == pytest.approx(jensenshannon(p, q) ** 2)
+    assert float(D.f_divergence("hellinger", p, q)) == pytest.approx((1 - math.sqrt(0.5)) ** 2 + 0.5)
+
+
+def test_divergence_of_densities_on_a_grid_matches_quadrature():
+    # KL between N(0,1) and N(1, 1.5^2): closed form, and Pearson chi2 by scipy quad
+    x = np.linspace(-12, 12, 20_001)
+    dx = x[1] - x[0]
+    p, q = stats.norm.pdf(x, 0, 1), stats.norm.pdf(x, 1, 1.5)
+    kl = math.log(1.5) + (1 + 1) / (2 * 1.5**2) - 0.5
+    assert float(D.f_divergence("kl", p, q, dx=dx)) == pytest.approx(kl, rel=1e-6)
+    chi2 = integrate.quad(lambda s: (stats.norm.pdf(s, 0, 1) - stats.norm.pdf(s, 1, 1.5)) ** 2
+                          / stats.norm.pdf(s, 1, 1.5), -12, 12)[0]
+    assert float(D.f_divergence("pearson", p, q, dx=dx)) == pytest.approx(chi2, rel=1e-6)
+
+
+def test_batched_rows_give_one_divergence_each():
+    pairs = list(_random_pairs(4, seed=5))
+    p, q = np.stack([a for a, _ in pairs]), np.stack([b for _, b in pairs])
+    out = D.f_divergence("hellinger", p, q)
+    assert out.shape == (4,)
+    for i in range(4):
+        assert float(out[i]) == pytest.approx(float(D.f_divergence("hellinger", p[i], q[i])))
+
+
+# --------------------------------------------------------------------------- the bound
+@pytest.mark.parametrize("name", NAMES)
+def test_bound_at_optimal_critic_equals_divergence(name):  # thm-fdiv-variational-bound
+    div = D.get(name)
+    counts_p, counts_q = np.array([2, 3, 5, 6]), np.array([4, 4, 2, 6])
+    p, q = counts_p / counts_p.sum(), counts_q / counts_q.sum()
+    t_star = div.optimal_critic(_t(p / q))
+    exact = float(D.f_divergence(name, p, q))
+    weighted = float((_t(p) * t_star).sum() - (_t(q) * div.conjugate(t_star)).sum())
+    assert weighted == pytest.approx(exact, abs=1e-12)
+    # the same through variational_bound on "samples" whose empirical laws are exactly p and q
+    v_star = div.activation_inverse(t_star)
+    v_p = torch.repeat_interleave(v_star, torch.as_tensor(counts_p))
+    v_q = torch.repeat_interleave(v_star, torch.as_tensor(counts_q))
+    assert float(D.variational_bound(name, v_p, v_q)) == pytest.approx(exact, abs=1e-9)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bound_is_below_divergence_for_any_critic(name):  # thm-fdiv-variational-bound
+    counts_p, counts_q = np.array([2, 3, 5, 6]), np.array([4, 4, 2, 6])
+    exact = float(D.f_divergence(name, counts_p / 16, counts_q / 16))
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        v = 2 * torch.randn(4, generator=gen, dtype=torch.float64)
+        v_p = torch.repeat_interleave(v, torch.as_tensor(counts_p))
+        v_q = torch.repeat_interleave(v, torch.as_tensor(counts_q))
+        assert float(D.variational_bound(name, v_p, v_q)) <= exact + 1e-12
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_conjugate_of_activation_is_the_composition(name):
+    div = D.get(name)
+    v = _t(np.linspace(-4, 4, 33))
+    t = div.activation(v)
+    assert div.in_domain(t).all()
+    torch.testing.assert_close(div.conjugate_of_activation(v), div.conjugate(t))
+    torch.testing.assert_close(div.activation_inverse(t), v)
+
+
+def test_optimal_critic_is_the_derivative_of_f():
+    r = _t(np.linspace(0.2, 5, 13))
+    for name in NAMES:
+        if name == "tv":
+            continue  # f is not differentiable at 1; its subgradient is checked above
+        div = D.get(name)
+        h = 1e-6
+        fd = (div.f(r + h) - div.f(r - h)) / (2 * h)
+        torch.testing.assert_close(div.optimal_critic(r), fd, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["gan", "js"])
+def test_gan_and_js_losses_are_stable_for_huge_float32_outputs(name):
+    v = torch.tensor([-1e4, -1e3, -50.0, 0.0, 50.0, 1e3, 1e4], dtype=torch.float32, requires_grad=True)
+    bound = D.variational_bound(name, v, v.flip(0))
+    bound.backward()
+    assert torch.isfinite(bound) and torch.isfinite(v.grad).all()
+    # the value in float32 agrees with a float64 evaluation
+    v64 = v.detach().double()
+    assert float(bound.detach()) == pytest.approx(float(D.variational_bound(name, v64, v64.flip(0))), rel=1e-5)
+    # the naive composition conjugate(activation(v)) overflows to inf where the stable form does not
+    naive = D.get(name).conjugate(D.get(name).activation(v.detach()))
+    assert not torch.isfinite(naive).all()
+    assert torch.isfinite(D.get(name).conjugate_of_activation(v.detach())).all()
+
+
+def test_kl_bound_overflows_where_its_conjugate_really_diverges():
+    v = torch.tensor([0.0, 200.0], dtype=torch.float32)
+    assert torch.isinf(D.variational_bound("kl", v, v))
+
+
+def test_variational_bound_follows_dtype():
+    v = torch.zeros(5, dtype=torch.float32)
+    assert D.variational_bound("hellinger", v, v).dtype == torch.float32
+
+
+@pytest.mark.cuda
+def test_variational_bound_on_cuda(cuda_device):
+    v = torch.linspace(-3, 3, 11, device=cuda_device)
+    for name in NAMES:
+        out = D.variational_bound(name, v, v)
+        assert out.device.type == "cuda"
+        assert float(out) == pytest.approx(float(D.variational_bound(name, v.cpu(), v.cpu())), rel=1e-5, abs=1e-6)
+
+
+# --------------------------------------------------------------------------- bad input
+def test_bad_probabilities_raise_clear_errors():
+    with pytest.raises(ValueError, match="p must be non-negative"):
+        D.f_divergence("kl", [-0.1, 1.1], [0.5, 0.5])
+    with pytest.raises(ValueError, match="q must sum to 1"):
+        D.f_divergence("kl", [0.5, 0.5], [0.5, 0.6])
+    with pytest.raises(ValueError, match="same shape"):
+        D.f_divergence("kl", [0.5, 0.5], [0.2, 0.3, 0.5])
+    with pytest.raises(ValueError, match="integrate"):
+        D.f_divergence("kl", [1.0, 1.0], [1.0, 1.0], dx=1.0)
+    with pytest.raises(ValueError, match="dx must be a positive"):
+        D.f_divergence("kl", [0.5, 0.5], [0.5, 0.5], dx=-1.0)
+    with pytest.raises(ValueError, match="p must be finite"):
+        D.f_divergence("kl", [math.nan, 1.0], [0.5, 0.5])
+    with pytest.raises(TypeError, match="p must be a tensor or array"):
+        D.f_divergence("kl", "abc", [0.5, 0.5])
+
+
+def test_bad_critic_outputs_raise_clear_errors():
+    with pytest.raises(TypeError, match="v_p must be a floating-point tensor"):
+        D.variational_bound("gan", [0.0, 1.0], torch.zeros(2))
+    with pytest.raises(ValueError, match="v_q is empty"):
+        D.variational_bound("gan", torch.zeros(2), torch.zeros(0))
+    with pytest.raises(ValueError, match="critic_steps must be a positive integer"):
+        D.make_fgan_step("gan", torch.nn.Linear(1, 1), torch.nn.Linear(1, 1), None, None,
+                         noise=torch.randn, critic_steps=0)
+
+
+# --------------------------------------------------------------------------- f-GAN step
+def test_fgan_step_increases_the_bound_towards_the_divergence():  # prop-fgan-saddle
+    # critic-only check of the step: with a frozen generator (lr 0), P = N(1,1), Q = N(0,1),
+    # a linear critic reaches the exact KL = 1/2 (T* = 1 + log r is linear in x).
+    from gencore.train import fit
+
+    torch.manual_seed(0)
+    gen = torch.nn.Linear(1, 1)
+    with torch.no_grad():
+        gen.weight.fill_(1.0)
+        gen.bias.fill_(0.0)
+    critic = torch.nn.Linear(1, 1)
+    step = D.make_fgan_step("kl", gen, critic, torch.optim.SGD(gen.parameters(), lr=0.0),
+                            torch.optim.Adam(critic.parameters(), lr=0.05),
+                            noise=lambda n: torch.randn(n, 1))
+    data = torch.randn(4096, 1) + 1.0
+    hist = fit(step, data, steps=200, batch_size=256, progress=False)
+    assert hist.last("bound", 60) == pytest.approx(0.5, abs=0.05)
+    assert float(gen.weight) == 1.0 and float(gen.bias) == 0.0
