@@ -1,6 +1,6 @@
 """Benchmark: gencore.ot.sinkhorn vs POT's ot.sinkhorn2 on a 2,000 x 2,000 problem (CPU).
 
-    python benchmarks/sinkhorn_vs_pot.py [--n 2000] [--eps 0.01] [--iters 1000] [--repeats 3]
+    python benchmarks/sinkhorn_vs_pot.py [--n 2000] [--eps 0.01] [--iters 500] [--repeats 2]
 
 Fairness:
 - the same CPU, the same process, the same float64 NumPy data (gencore gets it as float64
@@ -43,8 +43,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--eps", type=float, default=0.01)
-    parser.add_argument("--iters", type=int, default=1000)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--iters", type=int, default=500)
+    parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
 
     rng = np.random.default_rng(0)
