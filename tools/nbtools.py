@@ -64,9 +64,9 @@ def drifted() -> list[str]:
     return bad
 
 
-def sync_colab() -> None:
+def sync_colab(paths: list[Path] | None = None) -> None:
     want = colab_cell_source()
-    for path in chapters():
+    for path in paths or chapters():
         nb = nbformat.read(path, as_version=4)
         cell = first_code_cell(nb)
         if cell is None or "google.colab" not in cell.source:
@@ -76,7 +76,7 @@ def sync_colab() -> None:
         else:
             continue
         nbformat.write(nb, path)
-        print(f"synced {path.relative_to(ROOT)}")
+        print(f"synced {path.name}")
 
 
 def execute(paths: list[Path]) -> None:
@@ -84,6 +84,7 @@ def execute(paths: list[Path]) -> None:
     from nbclient import NotebookClient
 
     os.environ["PYTHONHASHSEED"] = "0"
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # as under `make test`: one thread per xdist worker
     os.environ.setdefault("GENCORE_SCALE", "quick")
     os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
     for path in paths:
@@ -106,7 +107,7 @@ def main(argv: list[str]) -> int:
         sync_colab()
     elif argv[0] == "execute":
         paths = [Path(p).resolve() for p in argv[1:]] or chapters()
-        sync_colab()
+        sync_colab(paths)
         execute(paths)
     else:
         bad = drifted()
