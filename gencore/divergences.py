@@ -30,7 +30,9 @@ record (``note``) and pinned by tests:
 
 Public functions: :func:`f_divergence` (discrete distributions or densities on a grid),
 :func:`variational_bound` (stable, from raw critic outputs), :func:`make_fgan_step`
-(one critic and one generator update, for :func:`gencore.train.fit`).
+(critic and generator updates for :func:`gencore.train.fit`, for one divergence or for ``K``
+divergences side by side with :func:`ensemble_mlp`), :func:`best_gaussian` (the direct
+quadrature minimiser over Gaussians) and :func:`table` (the registry as a Markdown table).
 """
 from __future__ import annotations
 
@@ -47,7 +49,10 @@ LOG2 = math.log(2.0)
 
 __all__ = [
     "Divergence",
+    "EnsembleLinear",
     "available",
+    "best_gaussian",
+    "ensemble_mlp",
     "f_divergence",
     "get",
     "make_fgan_step",
@@ -146,7 +151,8 @@ def available() -> tuple[str, ...]:
 
 
 def get(name: str) -> Divergence:
-    """The record called ``name``; an unknown name raises ``ValueError`` listing the valid ones."""
+    """The record called ``name`` (a record passes through); an unknown name raises ``ValueError``
+    listing the valid ones."""
     if isinstance(name, Divergence):
         return name
     if name not in _REGISTRY:
@@ -200,6 +206,11 @@ def _jeffrey_conjugate(t: torch.Tensor) -> torch.Tensor:
     # e^{-y} - y - 1, free of the cancellation between W and t for very negative t.
     y = _log_lambertw_exp(1 - t)
     return torch.exp(-y) - y - 1
+
+
+def _pearson_conjugate(t: torch.Tensor) -> torch.Tensor:
+    # sup_{u >= 0} ut - (u-1)^2: at u = 1 + t/2 when t >= -2, at the boundary u = 0 (value -1) below
+    return torch.where(t >= -2, t**2 / 4 + t, torch.full_like(t, -1.0))
 
 
 def _logit_of_exp(a: torch.Tensor) -> torch.Tensor:
@@ -274,11 +285,11 @@ register(Divergence(
 register(Divergence(
     name="pearson", title="Pearson chi2",
     f=_on_half_line(lambda u: (u - 1) ** 2),
-    conjugate=lambda t: torch.where(torch.as_tensor(t) >= -2, t**2 / 4 + t, torch.full_like(t, -1.0)),
+    conjugate=lambda t: _pearson_conjugate(torch.as_tensor(t)),
     domain=(-math.inf, math.inf),
     activation=lambda v: v,
     activation_inverse=lambda t: t,
-    conjugate_of_activation=lambda v: torch.where(v >= -2, v**2 / 4 + v, torch.full_like(v, -1.0)),
+    conjugate_of_activation=lambda v: _pearson_conjugate(v),
     optimal_critic=lambda r: 2 * (r - 1),
     f_prime_one=0.0, slope_at_infinity=math.inf,
     tex=dict(divergence=r"\int \frac{(p-q)^2}{q}", f=r"(u-1)^2",
@@ -461,8 +472,54 @@ def variational_bound(name: str, v_p: torch.Tensor, v_q: torch.Tensor) -> torch.
     return div.activation(v_p).mean() - div.conjugate_of_activation(v_q).mean()
 
 
+class EnsembleLinear(torch.nn.Module):
+    r"""``K`` independent linear layers applied at once: ``(K, N, d_in) -> (K, N, d_out)``.
+
+    .. math:: y_k = x_k W_k + b_k, \qquad k = 1..K
+
+    Initialised like :class:`torch.nn.Linear` (uniform in :math:`\pm 1/\sqrt{d_{in}}`). It lets a
+    chapter train one critic (or generator) per divergence in a single :func:`gencore.train.fit`
+    call: Adam is elementwise, so the ``K`` members train exactly as ``K`` separate runs would.
+    """
+
+    def __init__(self, k: int, d_in: int, d_out: int):
+        super().__init__()
+        for label, n in (("k", k), ("d_in", d_in), ("d_out", d_out)):
+            if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+                raise ValueError(f"{label} must be a positive integer, got {n!r}")
+        bound = 1.0 / math.sqrt(d_in)
+        self.weight = torch.nn.Parameter(torch.empty(k, d_in, d_out).uniform_(-bound, bound))
+        self.bias = torch.nn.Parameter(torch.empty(k, 1, d_out).uniform_(-bound, bound))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 3 or x.shape[0] != self.weight.shape[0] or x.shape[2] != self.weight.shape[1]:
+            raise ValueError(f"x must have shape (K={self.weight.shape[0]}, N, {self.weight.shape[1]}), "
+                             f"got {tuple(x.shape)}")
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+def ensemble_mlp(k: int, sizes: list[int], *, activation: str = "relu") -> torch.nn.Sequential:
+    """``K`` independent MLPs ``sizes[0] -> ... -> sizes[-1]`` as one module on ``(K, N, d)`` inputs.
+
+    ``activation``: relu, leaky_relu (0.2), tanh, elu or softplus, after every hidden layer.
+    """
+    acts = {"relu": torch.nn.ReLU, "leaky_relu": lambda: torch.nn.LeakyReLU(0.2), "tanh": torch.nn.Tanh,
+            "elu": torch.nn.ELU, "softplus": torch.nn.Softplus}
+    if activation not in acts:
+        raise ValueError(f"unknown activation {activation!r}; valid choices: {', '.join(acts)}")
+    sizes = list(sizes)
+    if len(sizes) < 2:
+        raise ValueError(f"sizes must list at least two layer widths, got {sizes!r}")
+    layers: list[torch.nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(EnsembleLinear(k, a, b))
+        if i < len(sizes) - 2:
+            layers.append(acts[activation]())
+    return torch.nn.Sequential(*layers)
+
+
 def make_fgan_step(
-    name: str,
+    names: str | tuple[str, ...] | list[str],
     generator: torch.nn.Module,
     critic: torch.nn.Module,
     generator_optimizer: torch.optim.Optimizer,
@@ -470,6 +527,7 @@ def make_fgan_step(
     *,
     noise: Callable[[int], torch.Tensor],
     critic_steps: int = 1,
+    clip_grad_norm: float | None = None,
 ) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
     r"""Step function for :func:`gencore.train.fit`: f-GAN saddle-point updates.
 
@@ -481,46 +539,153 @@ def make_fgan_step(
 
     Parameters
     ----------
-    name : str
-        A registered divergence.
+    names : str or sequence of K str
+        One registered divergence; or ``K`` distinct names to train ``K`` independent
+        (generator, critic) pairs at once, member ``k`` under ``names[k]`` (see
+        :func:`ensemble_mlp`).
     generator, critic : nn.Module
-        ``generator(z)`` maps noise to samples shaped like ``x``; ``critic(x)`` returns raw
-        outputs :math:`v` of shape ``(N, 1)`` or ``(N,)``.
+        One name: ``generator(noise(n))`` has the shape of ``x`` ``(N, d)`` and ``critic`` maps
+        ``(N, d)`` to raw outputs :math:`v` of shape ``(N,)`` or ``(N, 1)``.
+        ``K`` names: ``generator(noise(n))`` is ``(K, N, d)``, ``critic`` maps ``(K, N, d)`` to
+        ``(K, N)`` or ``(K, N, 1)``; the data batch is shared by the ``K`` members.
     generator_optimizer, critic_optimizer : torch.optim.Optimizer
     noise : callable
-        ``noise(n)`` returns ``n`` latent draws on the training device.
+        ``noise(n)`` returns the latent draws on the training device.
     critic_steps : int
         Critic updates per generator update (>= 1).
+    clip_grad_norm : float, optional
+        Clip the gradient norm of each network (of each member, with ``K`` names) before its update. Divergences whose conjugate
+        is unbounded (KL: :math:`e^{t-1}`) give unbounded critic values and gradients while
+        :math:`Q` misses part of :math:`P`; clipping bounds the size of each update.
 
     Returns
     -------
     callable
-        ``step(x) -> {"bound": F, "generator_loss": ...}``, where ``F`` is the critic's bound
-        on :math:`D_f(P\|Q_\theta)` before the generator update.
+        ``step(x) -> dict``: ``"bound"`` (one name) or ``"bound/<name>"`` for each member: the
+        critic's bound on :math:`D_f(P\|Q_\theta)` before the generator update.
     """
-    get(name)
+    single = isinstance(names, str)
+    names = (names,) if single else tuple(names)
+    if not names or len(set(names)) != len(names):
+        raise ValueError(f"names must be one name or distinct names, got {names!r}")
+    for name in names:
+        get(name)
     if isinstance(critic_steps, bool) or not isinstance(critic_steps, int) or critic_steps < 1:
         raise ValueError(f"critic_steps must be a positive integer, got {critic_steps!r}")
+    if clip_grad_norm is not None and not clip_grad_norm > 0:
+        raise ValueError(f"clip_grad_norm must be > 0 or None, got {clip_grad_norm!r}")
+    k = len(names)
+
+    def clip(params: list[torch.Tensor]) -> None:
+        grads = [p.grad for p in params if p.grad is not None]
+        if single:
+            torch.nn.utils.clip_grad_norm_(params, clip_grad_norm)
+            return
+        if any(g.ndim == 0 or g.shape[0] != k for g in grads):
+            raise ValueError(f"with {k} names, every parameter must have a leading dimension of size {k} "
+                             "(one slice per member) to clip each member's gradient separately")
+        norms = torch.stack([g.reshape(k, -1).pow(2).sum(1) for g in grads]).sum(0).sqrt()
+        scale = torch.clamp(clip_grad_norm / (norms + 1e-6), max=1.0)
+        for g in grads:
+            g.mul_(scale.reshape(k, *([1] * (g.ndim - 1))))
+
+    def update(loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip_grad_norm is not None:  # per member, so the K members stay independent runs
+            clip([p for group in optimizer.param_groups for p in group["params"]])
+        optimizer.step()
+
+    def outputs(x: torch.Tensor) -> torch.Tensor:
+        v = critic(x)
+        if single:
+            return v.reshape(1, -1)
+        if v.shape[0] != k:
+            raise ValueError(f"critic must return K={k} rows of outputs, got shape {tuple(v.shape)}")
+        return v.reshape(k, -1)
 
     def step(x: torch.Tensor) -> dict[str, torch.Tensor]:
         if not isinstance(x, torch.Tensor):
             raise TypeError("the f-GAN step expects a data tensor as its batch")
         n = len(x)
+        real = x if single else x.unsqueeze(0).expand(k, *x.shape)
         for _ in range(critic_steps):
             with torch.no_grad():
                 fake = generator(noise(n))
-            bound = variational_bound(name, critic(x), critic(fake))
-            critic_optimizer.zero_grad(set_to_none=True)
-            (-bound).backward()
-            critic_optimizer.step()
-        fake = generator(noise(n))
-        g_loss = -get(name).conjugate_of_activation(critic(fake)).mean()
-        generator_optimizer.zero_grad(set_to_none=True)
-        g_loss.backward()
-        generator_optimizer.step()
-        return {"bound": bound.detach(), "generator_loss": g_loss.detach()}
+            v_p, v_q = outputs(real), outputs(fake)
+            bounds = torch.stack([variational_bound(nm, v_p[i], v_q[i]) for i, nm in enumerate(names)])
+            update(-bounds.sum(), critic_optimizer)
+        v_q = outputs(generator(noise(n)))
+        g_losses = torch.stack([-get(nm).conjugate_of_activation(v_q[i]).mean() for i, nm in enumerate(names)])
+        update(g_losses.sum(), generator_optimizer)
+        if single:
+            return {"bound": bounds[0].detach(), "generator_loss": g_losses[0].detach()}
+        return {f"bound/{nm}": bounds[i].detach() for i, nm in enumerate(names)}
 
     return step
+
+
+def best_gaussian(
+    name: str,
+    pdf: Callable[[torch.Tensor], torch.Tensor],
+    *,
+    grid: torch.Tensor,
+    start: tuple[float, float] = (0.0, 1.0),
+    sigma_bounds: tuple[float, float] = (0.05, 10.0),
+) -> tuple[float, float, float]:
+    r"""The Gaussian :math:`Q = \N(\mu, \sigma^2)` that minimises :math:`D_f(P\|Q)`, by quadrature.
+
+    .. math::
+        (\mu^\star, \sigma^\star) = \argmin_{\mu, \sigma}\; \sum_i q_{\mu,\sigma}(x_i)\,
+        f\!\left(\frac{p(x_i)}{q_{\mu,\sigma}(x_i)}\right) \Delta x
+
+    on a uniform ``grid``, minimised over :math:`(\mu, \log\sigma)` by Nelder-Mead
+    (``scipy.optimize``) from ``start``. The reference answer for the Gaussian-fit experiment
+    of chapter "f-GAN: variational divergence minimisation".
+
+    Parameters
+    ----------
+    name : str
+        A registered divergence.
+    pdf : callable
+        Density of :math:`P` on a float64 tensor of grid points.
+    grid : Tensor ``(K,)``
+        Uniform grid wide enough to hold :math:`P` and every candidate :math:`Q`.
+    start : (float, float)
+        Initial :math:`(\mu, \sigma)`.
+    sigma_bounds : (float, float)
+        Search range of :math:`\sigma`; :math:`\mu` is searched within the grid.
+
+    Returns
+    -------
+    (mu, sigma, divergence) : floats
+    """
+    from scipy import optimize
+
+    get(name)
+    x = torch.as_tensor(grid, dtype=torch.float64).flatten()
+    if x.numel() < 3:
+        raise ValueError(f"grid must hold at least 3 points, got {x.numel()}")
+    steps = x[1:] - x[:-1]
+    dx = float(steps.mean())
+    if dx <= 0 or float((steps - dx).abs().max()) > 1e-6 * max(1.0, abs(dx)):
+        raise ValueError("grid must be increasing and uniformly spaced")
+    lo_s, hi_s = sigma_bounds
+    if not 0 < lo_s < hi_s:
+        raise ValueError(f"sigma_bounds must satisfy 0 < lo < hi, got {sigma_bounds!r}")
+    p = torch.as_tensor(pdf(x), dtype=torch.float64)
+    p = p / (p.sum() * dx)
+
+    def objective(theta) -> float:
+        mu, sigma = float(theta[0]), math.exp(float(theta[1]))
+        log_q = -0.5 * ((x - mu) / sigma) ** 2 - math.log(sigma) - 0.5 * math.log(2 * math.pi)
+        q = torch.exp(log_q)
+        return float(f_divergence(name, p, q / (q.sum() * dx), dx=dx, atol=1e-2))
+
+    bounds = [(float(x[0]), float(x[-1])), (math.log(lo_s), math.log(hi_s))]
+    res = optimize.minimize(objective, [start[0], math.log(start[1])], method="Nelder-Mead", bounds=bounds,
+                            options=dict(xatol=1e-6, fatol=1e-10, maxiter=2000))
+    return float(res.x[0]), math.exp(float(res.x[1])), float(res.fun)
 
 
 def table(names: tuple[str, ...] | None = None) -> str:

@@ -17,6 +17,15 @@ NAMES = D.available()
 LOG4 = math.log(4.0)
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny networks train much faster on one thread than on two busy ones; restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _t(x):
     return torch.as_tensor(x, dtype=torch.float64)
 
@@ -135,7 +144,7 @@ def test_pearson_and_tv_conjugates_are_those_of_f_on_the_half_line():
     assert (pearson.activation(v)[v >= -2] ** 2 / 4 + v[v >= -2] == pearson.conjugate(v)[v >= -2]).all()
 
 
-def test_gan_conjugate_sign_and_argument_convention():
+def test_gan_conjugate_sign_and_argument_convention():  # prop-fgan-gan-special-case
     # f*(t) = -log(1 - e^t) on t < 0 and g_f(v) = -log(1 + e^{-v}) = log sigmoid(v), so that
     # f*(g_f(v)) = -log(1 - sigmoid(v)) = softplus(v): the two terms of Goodfellow et al.'s value function.
     gan = D.get("gan")
@@ -361,7 +370,7 @@ def test_bad_critic_outputs_raise_clear_errors():
 
 
 # --------------------------------------------------------------------------- f-GAN step
-def test_fgan_step_increases_the_bound_towards_the_divergence():  # prop-fgan-saddle
+def test_fgan_step_increases_the_bound_towards_the_divergence(one_thread):  # prop-fgan-saddle
     # critic-only check of the step: with a frozen generator (lr 0), P = N(1,1), Q = N(0,1),
     # a linear critic reaches the exact KL = 1/2 (T* = 1 + log r is linear in x).
     from gencore.train import fit
@@ -378,4 +387,86 @@ def test_fgan_step_increases_the_bound_towards_the_divergence():  # prop-fgan-sa
     data = torch.randn(4096, 1) + 1.0
     hist = fit(step, data, steps=200, batch_size=256, progress=False)
     assert hist.last("bound", 60) == pytest.approx(0.5, abs=0.05)
-    assert float(gen.weight) == 1.0 and float(gen.bias) == 0.0
+    assert float(gen.weight.detach()) == 1.0 and float(gen.bias.detach()) == 0.0
+
+
+def test_gan_bound_is_the_gan_value_function():  # prop-fgan-gan-special-case
+    g = torch.Generator().manual_seed(3)
+    v_p, v_q = 4 * torch.randn(200, generator=g, dtype=torch.float64), 4 * torch.randn(300, generator=g, dtype=torch.float64)
+    d_p, d_q = torch.sigmoid(v_p), torch.sigmoid(v_q)
+    want = torch.log(d_p).mean() + torch.log1p(-d_q).mean()
+    assert float(D.variational_bound("gan", v_p, v_q)) == pytest.approx(float(want), abs=1e-12)
+
+
+# --------------------------------------------------------------------------- best Gaussian, ensembles
+def test_best_gaussian_under_kl_matches_moments():  # prop-fdiv-kl-moment-matching
+    from gencore.data import mixture_1d
+
+    mix = mixture_1d("asymmetric")
+    mu, sigma, value = D.best_gaussian("kl", mix.pdf, grid=torch.linspace(-10, 10, 2001, dtype=torch.float64),
+                                       start=(0.0, 1.0))
+    assert mu == pytest.approx(mix.mean, abs=1e-3)
+    assert sigma == pytest.approx(math.sqrt(mix.variance), abs=1e-3)
+    # the KL at the minimiser by scipy quadrature
+    q = stats.norm(mix.mean, math.sqrt(mix.variance))
+    p = lambda x: float(mix.pdf(torch.tensor(x, dtype=torch.float64)))
+    kl = integrate.quad(lambda x: p(x) * (math.log(p(x)) - q.logpdf(x)), -10, 10, limit=200)[0]
+    assert value == pytest.approx(kl, abs=1e-5)
+
+
+def test_best_gaussian_under_reverse_kl_seeks_one_mode():
+    from gencore.data import mixture_1d
+
+    mu, sigma, _ = D.best_gaussian("reverse_kl", mixture_1d("bimodal").pdf,
+                                   grid=torch.linspace(-10, 10, 2001, dtype=torch.float64), start=(0.5, 1.0))
+    assert mu == pytest.approx(2.0, abs=0.05) and sigma == pytest.approx(0.6, abs=0.05)
+
+
+def test_best_gaussian_rejects_a_bad_grid():
+    with pytest.raises(ValueError, match="uniformly spaced"):
+        D.best_gaussian("kl", lambda x: torch.exp(-x**2 / 2), grid=torch.tensor([0.0, 1.0, 3.0]))
+    with pytest.raises(ValueError, match="sigma_bounds"):
+        D.best_gaussian("kl", lambda x: torch.exp(-x**2 / 2), grid=torch.linspace(-5, 5, 11), sigma_bounds=(1.0, 0.5))
+
+
+def test_ensemble_members_are_independent_linear_maps():
+    torch.manual_seed(0)
+    layer = D.EnsembleLinear(3, 4, 2)
+    x = torch.randn(3, 5, 4)
+    y = layer(x)
+    for k in range(3):
+        torch.testing.assert_close(y[k], x[k] @ layer.weight[k] + layer.bias[k])
+    net = D.ensemble_mlp(3, [4, 8, 1])
+    out = net(x)
+    out[1].sum().backward()
+    assert net[0].weight.grad[0].abs().max() == 0 and net[0].weight.grad[1].abs().max() > 0
+    with pytest.raises(ValueError, match="must have shape"):
+        layer(torch.randn(2, 5, 4))
+    with pytest.raises(ValueError, match="unknown activation"):
+        D.ensemble_mlp(2, [1, 1], activation="swish")
+
+
+def test_fgan_step_with_several_names_trains_each_member_as_its_own_run(one_thread):  # prop-fgan-saddle
+    from gencore.train import fit
+
+    class Shift(torch.nn.Module):  # K generators x = z + b_k
+        def __init__(self, k):
+            super().__init__()
+            self.b = torch.nn.Parameter(torch.zeros(k))
+
+        def forward(self, z):
+            return z + self.b[:, None, None]
+
+    names = ("js", "hellinger")
+    torch.manual_seed(0)
+    gen, critic = Shift(2), D.ensemble_mlp(2, [1, 16, 1])
+    step = D.make_fgan_step(names, gen, critic, torch.optim.Adam(gen.parameters(), lr=0.02),
+                            torch.optim.Adam(critic.parameters(), lr=0.01),
+                            noise=lambda n: torch.randn(2, n, 1), clip_grad_norm=5.0)
+    data = torch.randn(4096, 1) + 1.5
+    hist = fit(step, data, steps=200, batch_size=256, progress=False)
+    assert set(hist.keys()) == {"bound/js", "bound/hellinger"}
+    # P = N(1.5, 1) is in the model family: both generators move their shift to about 1.5
+    assert gen.b.detach().numpy() == pytest.approx([1.5, 1.5], abs=0.3)
+    with pytest.raises(ValueError, match="distinct names"):
+        D.make_fgan_step(("js", "js"), gen, critic, None, None, noise=torch.randn)
