@@ -229,6 +229,32 @@ def test_minibatch_estimator_is_unbiased(exact_model):  # prop-vae-minibatch
     assert abs(ests.mean() - full) < 5 * ests.std() / math.sqrt(len(ests))
 
 
+def test_doubly_stochastic_variance_formula_and_l1_optimal(exact_model):  # prop-vae-minibatch
+    """Var = N^2/M (sigma2_data + sigma2_mc/L) for indices drawn with replacement; L = 1 best at fixed M*L."""
+    model, _ = exact_model
+    x = model.sample(30, generator=gen(25))
+    mu, logvar = model.encode(x)
+    q = (mu + 0.5, logvar + 0.5)
+    exact = model.exact_elbo(x, *q)                              # per-point ELBO (the mean of one-sample estimates)
+    one = elbo(model, x, 4000, q=q, form="kl", generator=gen(26))  # sanity: matches the exact ELBO
+    torch.testing.assert_close(one, exact, atol=0.2, rtol=0)
+    z = reparameterize(*q, gen(27), n_samples=4000)
+    single = model.log_likelihood(x, z) - kl_normal(*q)          # (4000, N) one-sample estimates
+    var_data, var_mc = float(exact.var(unbiased=False)), float(single.var(0).mean())
+    n = len(x)
+    g = gen(28)
+    measured = {}
+    for m, l in ((10, 1), (2, 5)):
+        idx = torch.randint(n, (4000, m), generator=g)
+        pick = torch.randint(4000, (4000, m, l), generator=g)
+        est = n / m * single[pick, idx[..., None]].mean(-1).sum(-1)
+        measured[(m, l)] = float(est.var())
+        predicted = n**2 / m * (var_data + var_mc / l)
+        assert measured[(m, l)] == pytest.approx(predicted, rel=0.15)
+        assert float(est.mean()) == pytest.approx(float(exact.sum()), abs=5 * math.sqrt(predicted / 4000))
+    assert measured[(10, 1)] < measured[(2, 5)]
+
+
 # ------------------------------------------------------------------ IWAE
 def test_iwae_monotone_in_k_and_approaches_log_evidence(exact_model):  # thm-vae-iwae
     model, x = exact_model
