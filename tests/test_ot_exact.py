@@ -6,6 +6,7 @@ import numpy as np
 import ot
 import pytest
 import scipy.linalg
+import scipy.optimize
 import scipy.spatial.distance
 import scipy.stats
 import torch
@@ -205,3 +206,14 @@ def test_bad_inputs_raise_clear_errors():
         gaussian_w2(np.zeros(2), np.eye(3), np.zeros(2), np.eye(2))
     with pytest.raises(ValueError, match="cov1 must be symmetric"):
         gaussian_w2(np.zeros(2), np.array([[1.0, 0.5], [0.0, 1.0]]), np.zeros(2), np.eye(2))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_uniform_equal_size_plan_is_a_permutation_and_solves_the_assignment(seed):  # prop-ot-birkhoff
+    rng = np.random.default_rng(20 + seed)
+    n = 20
+    C = ot.dist(rng.normal(size=(n, 2)), rng.normal(size=(n, 2)))
+    P = ot_plan(None, None, C)
+    rows, cols = scipy.optimize.linear_sum_assignment(C)        # Hungarian algorithm
+    np.testing.assert_allclose(n * P, np.eye(n)[cols], atol=1e-8)
+    assert ot_cost(None, None, C) == pytest.approx(C[rows, cols].mean(), rel=1e-10)

@@ -300,7 +300,7 @@ def wasserstein_1d(x: Array, y: Array, p: float = 1, x_weights: Array | None = N
     if not (isinstance(p, (int, float)) and p >= 1):
         raise ValueError(f"p must be a number >= 1, got {p!r}")
     ref = _reference_tensor(x, y, x_weights, y_weights)
-    xt = _as_tensor(x, "x")
+    xt = _as_tensor(x, "x", like=ref if ref is not None and ref.is_floating_point() else None)
     yt = _as_tensor(y, "y", like=xt)
     if xt.ndim == 0 or yt.ndim == 0 or xt.shape[-1] == 0 or yt.shape[-1] == 0:
         raise ValueError(f"x and y must hold at least one sample on their last axis, got shapes "
@@ -352,7 +352,7 @@ def gaussian_w2(mu1: Array, cov1: Array, mu2: Array, cov2: Array):
     :math:`W_2` (not squared), batch shape; a tensor like ``mu1`` when an input is a tensor.
     """
     ref = _reference_tensor(mu1, cov1, mu2, cov2)
-    m1 = _as_tensor(mu1, "mu1")
+    m1 = _as_tensor(mu1, "mu1", like=ref if ref is not None and ref.is_floating_point() else None)
     m2, S1, S2 = (_as_tensor(v, n, like=m1) for v, n in ((mu2, "mu2"), (cov1, "cov1"), (cov2, "cov2")))
     d = m1.shape[-1] if m1.ndim else 0
     if m1.ndim == 0 or m2.shape[-1] != d or S1.shape[-2:] != (d, d) or S2.shape[-2:] != (d, d):
