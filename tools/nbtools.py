@@ -1,6 +1,6 @@
 """Notebook maintenance for the book.
 
-    python tools/nbtools.py sync-colab          # write the canonical Colab cell into every chapter
+    python tools/nbtools.py sync-colab [NB ...] # write the canonical Colab cell into chapters (all by default)
     python tools/nbtools.py execute [NB ...]    # re-execute chapters in place (quick scale, CPU)
     python tools/nbtools.py check               # exit 1 if a chapter's Colab cell has drifted
 
@@ -21,6 +21,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 BOOK = ROOT / "book"
 KERNEL = "python3"
+COLAB_TAG = "hide-input"  # Jupyter Book folds the cell on the website
 
 COLAB_TEMPLATE = '''\
 # Colab setup: installs gencore (and the book's extras) when this notebook runs on Colab.
@@ -65,16 +66,20 @@ def drifted() -> list[str]:
 
 
 def sync_colab(paths: list[Path] | None = None) -> None:
+    """Make the first code cell of each chapter the canonical Colab cell, folded on the website."""
     want = colab_cell_source()
     for path in paths or chapters():
         nb = nbformat.read(path, as_version=4)
         cell = first_code_cell(nb)
         if cell is None or "google.colab" not in cell.source:
-            nb.cells.insert(0, nbformat.v4.new_code_cell(want))
-        elif cell.source != want:
-            cell.source = want
-        else:
+            cell = nbformat.v4.new_code_cell(want)
+            nb.cells.insert(0, cell)
+        tags = cell.metadata.setdefault("tags", [])
+        if cell.source == want and COLAB_TAG in tags:
             continue
+        cell.source = want
+        if COLAB_TAG not in tags:
+            tags.append(COLAB_TAG)
         nbformat.write(nb, path)
         print(f"synced {path.name}")
 
@@ -104,7 +109,7 @@ def main(argv: list[str]) -> int:
         print(__doc__)
         return 2
     if argv[0] == "sync-colab":
-        sync_colab()
+        sync_colab([Path(p).resolve() for p in argv[1:]] or None)
     elif argv[0] == "execute":
         paths = [Path(p).resolve() for p in argv[1:]] or chapters()
         sync_colab(paths)
