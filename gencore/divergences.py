@@ -44,6 +44,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from gencore._validate import as_float_tensor
+
 Fn = Callable[[torch.Tensor], torch.Tensor]
 LOG2 = math.log(2.0)
 
@@ -364,13 +366,7 @@ register(Divergence(
 
 # --------------------------------------------------------------------------- divergences
 def _as_prob_tensor(x: Any, name: str) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor):
-        try:
-            x = torch.as_tensor(x, dtype=torch.float64)
-        except (TypeError, ValueError, RuntimeError) as exc:
-            raise TypeError(f"{name} must be a tensor or array of probabilities, got {type(x).__name__}") from exc
-    if not x.is_floating_point():
-        x = x.double()
+    x = as_float_tensor(x, name, "probabilities")
     if x.ndim == 0 or x.shape[-1] == 0:
         raise ValueError(f"{name} must have at least one entry along its last axis, got shape {tuple(x.shape)}")
     if not torch.isfinite(x).all():

@@ -26,22 +26,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gencore._validate import as_float_tensor
 from gencore.nets import mlp
 
 GENERATOR_LOSSES = ("non_saturating", "minimax")
 
 
 def _tensor(x: Any, name: str) -> torch.Tensor:
-    if isinstance(x, torch.Tensor):
-        t = x
-    else:
-        try:
-            t = torch.as_tensor(x, dtype=torch.float64)
-        except (TypeError, ValueError, RuntimeError) as exc:
-            raise TypeError(f"{name} must be a tensor or array of numbers, got {type(x).__name__}") from exc
-    if not t.is_floating_point():
-        t = t.double()
-    return t
+    return as_float_tensor(x, name)
 
 
 def _same_shape(a: torch.Tensor, b: torch.Tensor, na: str, nb: str) -> None:
