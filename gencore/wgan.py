@@ -1,6 +1,6 @@
 """Wasserstein GANs and generators trained on sample distances.
 
-Chapter "WGAN and its relatives".
+Chapter "WGAN and its relatives" ({prf:ref} ``prop-wgan-clip-lipschitz``, ``prop-wgan-gp-bias``).
 
 - :func:`critic_loss`, :func:`generator_loss`, :func:`w1_estimate`: the WGAN objective
   :math:`\\max_{\\|f\\|_L\\le 1} \\E_P f - \\E_Q f` (Arjovsky et al. 2017), written as losses

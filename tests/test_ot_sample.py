@@ -1,7 +1,5 @@
 """Tests of gencore.ot.sample: MMD, energy distance, sliced Wasserstein, gradient penalty."""
-import importlib.util
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -56,7 +54,7 @@ def test_imq_kernel_constant_is_2_dz_sigma2():
     np.testing.assert_allclose(imq_kernel(x, y, sigma2=2.0, scales=(1.0,)).item(), c / (c + 4.0))
 
 
-def test_mmd2_unbiased_has_mean_zero_when_p_equals_q():  # prop-wae-mmd-unbiased
+def test_mmd2_unbiased_has_mean_zero_when_p_equals_q():  # prop-wgan-mmd-unbiased
     n_seeds, n = 300, 16
     vals_u, vals_b = [], []
     for s in range(n_seeds):
@@ -88,7 +86,7 @@ def test_kernel_registry_rows_are_symmetric_and_positive():
         assert np.linalg.eigvalsh(K.numpy()).min() > -1e-10, name
 
 
-def test_energy_distance_matches_scipy_in_1d():
+def test_energy_distance_matches_scipy_in_1d():  # prop-wgan-energy-cramer (scipy integrates the CDFs)
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(50, 1, generator=g, dtype=torch.float64), 0.7 + 2 * torch.randn(40, 1, generator=g, dtype=torch.float64)
     # convention: scipy returns sqrt(2 E|X-Y| - E|X-X'| - E|Y-Y'|); we return the square

@@ -120,8 +120,8 @@ def mmd2(x: torch.Tensor, y: torch.Tensor, kernel: str | Callable[..., torch.Ten
     Returns
     -------
     tensor ()
-        See chapter "Wasserstein and adversarial autoencoders" (WAE-MMD) and "WGAN and its
-        relatives" (MMD as a generator loss).
+        See chapter "WGAN and its relatives", {prf:ref} ``prop-wgan-mmd-unbiased`` (unbiasedness,
+        MMD as a generator loss) and chapter "Wasserstein and adversarial autoencoders" (WAE-MMD).
     """
     x, y = _check_samples(x, y, min_rows=2 if unbiased else 1)
     if isinstance(kernel, str):
@@ -163,7 +163,8 @@ def energy_distance(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     ``scipy.stats.energy_distance(x, y) == sqrt(energy_distance(x, y))``.
 
     ``x`` (n, d), ``y`` (m, d). Returns a scalar tensor, differentiable (the gradient of
-    ``|x - x'|`` at ``x = x'`` is taken as 0).
+    ``|x - x'|`` at ``x = x'`` is taken as 0). See chapter "WGAN and its relatives",
+    {prf:ref} ``prop-wgan-energy-cramer``.
     """
     x, y = _check_samples(x, y)
     return 2.0 * _mean_dist(x, y) - _mean_dist(x, x) - _mean_dist(y, y)
@@ -182,6 +183,8 @@ def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, n_projections: int = 50
     and the result is the exact :math:`W_p` between the empirical measures.
 
     ``x`` (n, d), ``y`` (n, d). Returns a scalar tensor (differentiable in ``x`` and ``y``).
+    It never exceeds :math:`W_p` (chapter "Wasserstein and adversarial autoencoders",
+    {prf:ref} ``prop-wae-sw-lower-bound``).
     """
     x, y = _check_samples(x, y)
     if x.shape[0] != y.shape[0]:
@@ -209,7 +212,8 @@ def gradient_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch
     one :math:`\epsilon` per row. ``real``, ``fake`` have the same shape ``(n, ...)``;
     ``critic`` maps ``(n, ...)`` to ``(n,)`` or ``(n, 1)``. The graph is kept
     (``create_graph=True``) so that the penalty trains the critic. Multiply by
-    :math:`\lambda` (10 in the paper) yourself. See chapter "WGAN and its relatives".
+    :math:`\lambda` (10 in the paper) yourself. See chapter "WGAN and its relatives",
+    {prf:ref} ``prop-wgan-unit-gradient`` and ``prop-wgan-gp-bias``.
     """
     if not isinstance(real, torch.Tensor) or not isinstance(fake, torch.Tensor):
         raise TypeError("real and fake must be torch.Tensors")
