@@ -24,9 +24,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from gencore.gan import discriminator_loss, generator_loss
 from gencore.nets import mlp
 from gencore.ot.sample import DEFAULT_SCALES, mmd2, sliced_wasserstein
 
@@ -164,8 +164,8 @@ def wae_step(model: WAE, optimizer: torch.optim.Optimizer, *, penalty: str = "mm
 
 
 def _discriminator_loss(discriminator: nn.Module, z_prior: torch.Tensor, z_codes: torch.Tensor) -> torch.Tensor:
-    # logistic loss: prior draws are "real" (label 1), codes are "fake" (label 0)
-    return F.softplus(-discriminator(z_prior)).mean() + F.softplus(discriminator(z_codes.detach())).mean()
+    # the GAN logistic loss in latent space: prior draws are "real", codes are "fake"
+    return discriminator_loss(discriminator(z_prior), discriminator(z_codes.detach()))
 
 
 def wae_gan_step(model: WAE, discriminator: nn.Module, opt_ae: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
@@ -188,7 +188,7 @@ def wae_gan_step(model: WAE, discriminator: nn.Module, opt_ae: torch.optim.Optim
         recon = model.reconstruction_cost(batch, z).mean()
         for p in discriminator.parameters():
             p.requires_grad_(False)
-        adv = F.softplus(-discriminator(z)).mean()
+        adv = generator_loss(discriminator(z), "non_saturating")
         for p in discriminator.parameters():
             p.requires_grad_(True)
         loss = recon + lam * adv
@@ -226,7 +226,7 @@ def aae_step(model: WAE, discriminator: nn.Module, opt_recon: torch.optim.Optimi
 
         for p in discriminator.parameters():
             p.requires_grad_(False)
-        adv = F.softplus(-discriminator(z)).mean()
+        adv = generator_loss(discriminator(z), "non_saturating")
         for p in discriminator.parameters():
             p.requires_grad_(True)
         opt_enc.zero_grad(set_to_none=True)
