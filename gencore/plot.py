@@ -17,8 +17,8 @@ COLORS = {"data": "#1f77b4", "model": "#d62728", "critic": "#2ca02c", "other": "
 
 STYLE = {
     "figure.figsize": (6.0, 4.0),
-    "figure.dpi": 80,
-    "savefig.dpi": 80,
+    "figure.dpi": 120,
+    "savefig.dpi": 120,
     "axes.spines.top": False,
     "axes.spines.right": False,
     "axes.grid": True,
@@ -26,6 +26,8 @@ STYLE = {
     "axes.titlesize": 11,
     "axes.labelsize": 10,
     "legend.fontsize": 9,
+    "xtick.labelsize": 9,
+    "ytick.labelsize": 9,
     "legend.frameon": False,
     "image.cmap": "viridis",
 }
