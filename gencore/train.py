@@ -9,7 +9,9 @@ returns a dict of scalar losses; :func:`fit` does the rest:
 - a ``tqdm.auto`` progress bar;
 - a :class:`History` of every logged loss;
 - callbacks, which may stop training early;
-- a guard that stops with the step number and the loss name when a loss is NaN or inf.
+- a guard that stops with the step number and the loss name when a loss is NaN or inf;
+- several processes under ``torchrun`` (DistributedDataParallel, see :mod:`gencore.distributed`):
+  every global minibatch is split across the ranks, and the logged losses are their mean.
 
 :func:`make_step` builds the step function for the common one-loss, one-optimiser case.
 """
@@ -108,6 +110,7 @@ def fit(
     log_every: int = 1,
     progress: bool = True,
     desc: str = "training",
+    distributed: bool | None = None,
 ) -> History:
     """Run ``step`` on ``steps`` minibatches and return the :class:`History`.
 
@@ -133,7 +136,15 @@ def fit(
         Record losses every ``log_every`` steps. Losses stay on the device in between, so a
         GPU is not synchronised every step; the NaN/inf guard still reports the exact step.
     progress : bool
-        Show a ``tqdm.auto`` progress bar.
+        Show a ``tqdm.auto`` progress bar (on rank 0 only when distributed).
+    distributed : bool, optional
+        Shard each minibatch across the processes of a ``torch.distributed`` process group
+        (``None``: whenever one of more than one process is initialised, e.g. under ``torchrun``).
+        ``batch_size`` is then the *global* batch: every rank draws the same permutation (same
+        ``seed``) and takes rows ``rank::world_size`` of each global batch, so with models wrapped
+        by :func:`gencore.distributed.wrap` an update equals the single-process update on the
+        global batch. Logged losses are averaged over the ranks; callbacks' stop decision is
+        rank 0's.
 
     Raises
     ------
@@ -146,6 +157,14 @@ def fit(
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     if isinstance(log_every, bool) or not isinstance(log_every, int) or log_every <= 0:
         raise ValueError(f"log_every must be a positive integer, got {log_every!r}")
+    from gencore import distributed as _dist
+
+    if distributed is None:
+        distributed = _dist.is_distributed()
+    elif distributed and not _dist.is_distributed():
+        raise RuntimeError("distributed=True needs an initialised process group of more than one process "
+                           "(run under torchrun and call gencore.distributed.setup() first)")
+    rank, world = (_dist.rank(), _dist.world_size()) if distributed else (0, 1)
     tensors = _as_tuple(data)
     history = History()
     if tensors is not None:
@@ -153,11 +172,14 @@ def fit(
         if n == 0:
             raise ValueError("data is empty")
         batch_size = min(batch_size, n)
+        if batch_size % world:
+            raise ValueError(f"batch_size (the global batch, {batch_size}) must be divisible by the "
+                             f"number of processes ({world})")
         gen = torch.Generator(device=dev).manual_seed(seed)
         perm, pos = torch.randperm(n, device=dev, generator=gen), 0
 
     pending: list[tuple[int, Mapping[str, Any]]] = []
-    bar = tqdm(total=steps, desc=desc, disable=not progress, leave=True)
+    bar = tqdm(total=steps, desc=desc, disable=not progress or rank != 0, leave=True)
     try:
         for t in range(1, steps + 1):
             if tensors is None:
@@ -167,13 +189,15 @@ def fit(
                     perm, pos = torch.randperm(n, device=dev, generator=gen), 0
                 idx = perm[pos:pos + batch_size]
                 pos += batch_size
+                if world > 1:  # this rank's shard of the global batch
+                    idx = idx[rank::world]
                 batch = tensors[0][idx] if len(tensors) == 1 else tuple(x[idx] for x in tensors)
             logs = step(batch)
             if not isinstance(logs, Mapping) or not logs:
                 raise TypeError("step must return a non-empty dict of scalar losses")
             pending.append((t, {k: (v.detach().clone() if isinstance(v, torch.Tensor) else v) for k, v in logs.items()}))
             if t % log_every == 0 or t == steps:
-                stop = _flush(pending, history, callbacks)
+                stop = _flush(pending, history, callbacks, distributed)
                 pending.clear()
                 bar.update(t - bar.n)
                 bar.set_postfix({k: f"{v[-1]:.3g}" for k, v in history.losses.items()}, refresh=False)
@@ -184,8 +208,11 @@ def fit(
     return history
 
 
-def _flush(pending, history: History, callbacks: Sequence[Callback]) -> bool:
-    """Move pending losses to the CPU in one transfer, check them, log them, run callbacks."""
+def _flush(pending, history: History, callbacks: Sequence[Callback], distributed: bool = False) -> bool:
+    """Move pending losses to the CPU in one transfer, check them, log them, run callbacks.
+
+    Distributed, the losses are first averaged over the ranks (one all-reduce), so every rank
+    logs, checks and stops identically."""
     names = list(pending[0][1])
     rows = []
     for t, logs in pending:
@@ -193,7 +220,11 @@ def _flush(pending, history: History, callbacks: Sequence[Callback]) -> bool:
             raise ValueError(f"step returned losses {list(logs)} at step {t}, expected {names}")
         rows.append([torch.as_tensor(v, dtype=torch.float64).reshape(()) if not isinstance(v, torch.Tensor)
                      else v.reshape(()).double() for v in logs.values()])
-    values = torch.stack([torch.stack([v.cpu() for v in r]) for r in rows]).numpy()
+    values = torch.stack([torch.stack([v.cpu() for v in r]) for r in rows])
+    if distributed:
+        from gencore.distributed import all_reduce_mean
+        values = all_reduce_mean(values)
+    values = values.numpy()
     bad = ~np.isfinite(values)
     if bad.any():
         i, j = np.argwhere(bad)[0]
@@ -206,6 +237,9 @@ def _flush(pending, history: History, callbacks: Sequence[Callback]) -> bool:
     for cb in callbacks:
         if cb(t_last, history) is True:
             stop = True
+    if distributed:  # rank 0 decides, so that no rank waits for the others forever
+        from gencore.distributed import broadcast_flag
+        stop = broadcast_flag(stop)
     return stop
 
 

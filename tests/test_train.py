@@ -155,3 +155,12 @@ def test_fit_trains_on_cuda_without_leaving_the_device():
     hist = fit(make_step(lambda b: ((model(b[0]) - b[1]) ** 2).mean(), opt), (x, y), steps=400,
                batch_size=64, log_every=50, progress=False)
     assert hist.last("loss") < 1e-3 and len(hist) == 400
+
+
+def test_fit_rejects_a_global_batch_not_divisible_by_the_ranks(monkeypatch):
+    from gencore import distributed as gdist
+    monkeypatch.setattr(gdist, "is_distributed", lambda: True)
+    monkeypatch.setattr(gdist, "world_size", lambda: 3)
+    monkeypatch.setattr(gdist, "rank", lambda: 0)
+    with pytest.raises(ValueError, match=r"batch_size \(the global batch, 64\) must be divisible by the number of processes \(3\)"):
+        fit(lambda b: {"loss": 0.0}, torch.zeros(100, 2), steps=1, batch_size=64, progress=False)
