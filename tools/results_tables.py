@@ -1,0 +1,128 @@
+"""Render measured results (JSON) into the book's pages, between generated-block markers.
+
+    python tools/results_tables.py record   # copy _build/timings/nbval.json (written by the last
+                                            # nbval run) to benchmarks/results/chapter_times_cpu.json
+    python tools/results_tables.py render   # rewrite the generated blocks of book/course.md and
+                                            # book/performance.md from benchmarks/results/*.json
+    python tools/results_tables.py check    # exit 1 when a page's blocks differ from the JSON
+
+A page holds ``<!-- begin generated: NAME -->`` ... ``<!-- end generated: NAME -->``; only the
+text between the markers is rewritten. ``tests/test_results_tables.py`` runs ``check``, so a page
+never shows numbers that the committed JSON does not hold.
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+PAGES = {"course": ROOT / "book" / "course.md", "performance": ROOT / "book" / "performance.md"}
+BLOCK = re.compile(r"(<!-- begin generated: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- end generated: (?P=name) -->)", re.S)
+
+
+def _load(name: str) -> dict | None:
+    path = RESULTS / name
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _chapter_titles() -> dict[str, str]:
+    titles = {}
+    for nb in sorted((ROOT / "book").glob("[0-9][0-9]_*.ipynb")):
+        for cell in json.loads(nb.read_text())["cells"]:
+            if cell["cell_type"] == "markdown":
+                m = re.search(r"^# (.+)$", "".join(cell["source"]), re.M)
+                if m:
+                    titles[nb.stem] = m.group(1).strip()
+                    break
+    return titles
+
+
+def chapter_times() -> str:
+    rec = _load("chapter_times_cpu.json")
+    gpu = _load("chapter_times_gpu.json")
+    titles = _chapter_titles()
+    if rec is None:
+        return "*No measured chapter times yet: run `make test`, then `python tools/results_tables.py record`.*\n"
+    lines = [f"Measured on {rec['date']} ({rec['machine']}, scale `{rec['scale']}`, "
+             f"one thread per chapter), by the nbval run of `make test`.", "",
+             "| chapter | CPU seconds (quick) | GPU seconds (full) |", "|---|---|---|"]
+    for stem, title in titles.items():
+        cpu = rec["chapters"].get(stem, {}).get("seconds")
+        g = (gpu or {}).get("chapters", {}).get(stem, {}).get("seconds")
+        lines.append(f"| {title} | {'not measured' if cpu is None else f'{cpu:.0f}'} | "
+                     f"{'not measured yet' if g is None else f'{g:.0f}'} |")
+    lines.append(f"| **all chapters** | **{rec['total_seconds']:.0f}** | |")
+    return "\n".join(lines) + "\n"
+
+
+def benchmarks() -> str:
+    out = []
+    vae = {tag: _load(f"vae_vs_dataloader_{tag}.json") for tag in ("cpu", "cuda")}
+    out += ["**VAE epoch** (`python benchmarks/vae_vs_dataloader.py`): the 784-200-200-50 MLP VAE, "
+            "gencore's `fit()` against the PyTorch-examples `DataLoader` loop, same epochs.", "",
+            "| device | images | baseline s/epoch (batch 128) | gencore s/epoch (batch) | speed-up | "
+            "test ELBO baseline / gencore |", "|---|---|---|---|---|---|"]
+    for tag, r in vae.items():
+        if r is None:
+            out.append(f"| {tag} | not measured yet | | | | |")
+            continue
+        b, g = r["baseline"], r["gencore"]
+        out.append(f"| {r['device']} | {r['images']} | {b['seconds_per_epoch']:.3f} | "
+                   f"{g['seconds_per_epoch']:.3f} ({g['batch']}) | {r['speedup']:.2f}× | "
+                   f"{b['test_elbo']:.2f} / {g['test_elbo']:.2f} |")
+    fid = _load("fid.json")
+    out += ["", "**FID** (`python benchmarks/fid_vs_scipy.py`): `gencore.metrics.fid` against the scipy "
+            "`sqrtm` reference on the same features."]
+    out += ["", f"```\n{json.dumps(fid, indent=1)}\n```" if fid else "", "" if fid else "*Not measured yet.*"]
+    return "\n".join(out).rstrip() + "\n"
+
+
+GENERATORS = {"chapter-times": chapter_times, "benchmarks": benchmarks}
+
+
+def rendered(text: str) -> str:
+    def sub(m):
+        fn = GENERATORS.get(m.group("name"))
+        if fn is None:
+            raise KeyError(f"unknown generated block {m.group('name')!r}; known: {', '.join(GENERATORS)}")
+        return m.group(1) + fn() + m.group(4)
+    return BLOCK.sub(sub, text)
+
+
+def main(argv: list[str]) -> int:
+    cmd = argv[0] if argv else ""
+    if cmd == "record":
+        src = ROOT / "_build" / "timings" / "nbval.json"
+        if not src.exists():
+            print("no _build/timings/nbval.json: run `make test` (or `make nbval`) first")
+            return 1
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, RESULTS / "chapter_times_cpu.json")
+        print("recorded benchmarks/results/chapter_times_cpu.json")
+        return main(["render"])
+    if cmd in ("render", "check"):
+        stale = []
+        for name, page in PAGES.items():
+            if not page.exists():
+                continue
+            text = page.read_text()
+            new = rendered(text)
+            if new != text:
+                stale.append(page.name)
+                if cmd == "render":
+                    page.write_text(new)
+        if cmd == "check" and stale:
+            print(f"generated blocks out of date in {', '.join(stale)}: run `python tools/results_tables.py render`")
+            return 1
+        print("rendered" if cmd == "render" else "up to date")
+        return 0
+    print(__doc__)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
