@@ -164,7 +164,7 @@ def test_non_invertible_configurations_are_rejected():
     with torch.no_grad():
         q.w.copy_(p.w)
         q.u.copy_(p.u)
-    assert float(q.w @ q.u_hat()) > -1
+    assert float((q.w @ q.u_hat()).detach()) > -1
     with pytest.raises(ValueError, match=r"x must have shape \(batch, 3\)"):
         q(torch.zeros(3))
     with pytest.raises(ValueError, match="d must be an integer >= 2"):
