@@ -15,11 +15,15 @@ Training goes through :func:`gencore.train.fit`; :func:`make_gan_step`,
 :func:`make_infogan_step` and :func:`make_semi_supervised_step` build its step functions.
 The practice chapter ("GANs in practice") also uses the InfoGAN, semi-supervised and AdaGAN
 helpers below; the bilinear-game dynamics live in :mod:`gencore.gan_dynamics`.
+:class:`SeedEnsemble` trains several seeds of a small GAN in one ``fit`` call, so that the
+chapters check training claims over seeds; :class:`CollapseCheck` tells a collapsed generator
+from one that never trained.
 """
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -113,12 +117,45 @@ def gan_value_on_grid(p_data: Any, p_model: Any, x: Any, discriminator: Any = No
 
 
 def jensen_shannon_on_grid(p: Any, q: Any, x: Any) -> torch.Tensor:
-    r""":math:`\JS(p\|q) = \tfrac12\KL(p\|m) + \tfrac12\KL(q\|m)`, :math:`m = (p+q)/2`, by the trapezoid rule (nats)."""
+    r""":math:`\JS(p\|q) = \tfrac12\KL(p\|m) + \tfrac12\KL(q\|m)`, :math:`m = (p+q)/2`, by the trapezoid rule (nats).
+
+    ``p`` and ``q`` are density values on the grid ``x`` (shape ``(n,)``); either may carry
+    leading batch dimensions, ``(..., n)``, which broadcast (one JSD per row: a whole family of
+    generators against one data density at once).
+    """
     p, q, xs = _tensor(p, "p"), _tensor(q, "q"), _tensor(x, "x")
-    _same_shape(p, q, "p", "q")
-    _same_shape(p, xs, "p", "x")
+    if xs.ndim != 1 or p.shape[-1:] != xs.shape or q.shape[-1:] != xs.shape:
+        raise ValueError(f"p and q must have the grid's length {tuple(xs.shape)} in their last dimension; "
+                         f"got {tuple(p.shape)} and {tuple(q.shape)}")
+    p, q = torch.broadcast_tensors(p, q)
     m = 0.5 * (p + q)
     return 0.5 * _trapezoid(_xlogy(p, p / m.clamp_min(1e-300)) + _xlogy(q, q / m.clamp_min(1e-300)), xs)
+
+
+def binned_js(samples: Any, reference: Any, *, lo: float, hi: float, bins: int = 60) -> torch.Tensor:
+    r"""Jensen–Shannon divergence (nats) between histograms of two 1-D samples.
+
+    Both samples are clamped to ``[lo, hi]`` and binned into ``bins`` equal bins; the JSD of
+    the two normalised histograms is :func:`gencore.divergences.f_divergence` ``("js", ...)``.
+    ``samples`` may be ``(K, N)``: one JSD per row (one per seed of a :class:`SeedEnsemble`).
+    Used by chapter "GANs and the optimal discriminator" to score a trained 1-D generator.
+    """
+    from gencore.divergences import f_divergence
+
+    a, b = _tensor(samples, "samples"), _tensor(reference, "reference").reshape(-1)
+    if a.ndim not in (1, 2) or a.shape[-1] == 0 or len(b) == 0:
+        raise ValueError(f"samples must be (N,) or (K, N) and reference (N,), non-empty; got {tuple(a.shape)}")
+    if not (hi > lo and bins >= 2):
+        raise ValueError(f"need hi > lo and bins >= 2, got lo={lo!r}, hi={hi!r}, bins={bins!r}")
+
+    def hist(v: torch.Tensor) -> torch.Tensor:
+        h = torch.histc(v.clamp(lo, hi), bins=bins, min=lo, max=hi).double()
+        return h / h.sum()
+
+    ref = hist(b)
+    if a.ndim == 1:
+        return f_divergence("js", hist(a), ref)
+    return torch.stack([f_divergence("js", hist(row), ref) for row in a])
 
 
 # --------------------------------------------------------------------------- stable losses
@@ -141,7 +178,9 @@ def generator_loss(logits_fake: torch.Tensor, kind: str = "non_saturating") -> t
     ``"minimax"``: :math:`\frac1n\sum_j \log(1 - D(G(z_j))) = -\frac1n\sum_j\mathrm{softplus}(\ell_j)`
     (saturates: its gradient vanishes as :math:`D(G(z))\to0`).
     ``"non_saturating"``: :math:`-\frac1n\sum_j \log D(G(z_j)) = \frac1n\sum_j\mathrm{softplus}(-\ell_j)`.
-    See chapter "GANs and the optimal discriminator", prop-gan-saturation.
+    See chapter "GANs and the optimal discriminator", prop-gan-saturation; at the optimal
+    discriminator the minimax gradient is that of :math:`2\JS` and the non-saturating one that
+    of :math:`\KL(\pg\|\pdata) - 2\JS` (prop-gan-ns-gradient).
     """
     if kind not in GENERATOR_LOSSES:
         raise ValueError(f"unknown generator loss kind {kind!r}; valid choices: {', '.join(GENERATOR_LOSSES)}")
@@ -220,6 +259,105 @@ class DCGANDiscriminator(nn.Module):
         return out.squeeze(-1) if out.shape[-1] == 1 else out
 
 
+class SeedEnsemble(nn.Module):
+    r"""``K`` independent MLPs trained as one module, so that one :func:`gencore.train.fit` call
+    runs ``K`` seeds of a small GAN at once.
+
+    ``forward(x)`` takes ``(N, d_in)`` rows with ``N`` divisible by ``K``, gives rows
+    ``[jN/K, (j+1)N/K)`` to member ``j`` and returns the members' outputs stacked back as
+    ``(N, d_out)`` (``(N,)`` with ``logits=True``, for a discriminator). Every loss of
+    :func:`make_gan_step` is then the mean of the ``K`` members' losses; a member's gradient is
+    its own run's gradient divided by ``K``, which Adam's normalisation removes (up to its
+    ``eps``), so the members train as ``K`` separate runs with their own initialisations, noise
+    and minibatches would. Use :meth:`members` to split samples by member.
+
+    With ``stacked=True`` every member sees *all* rows instead: the input is ``(N, K, d_in)``
+    (member ``j`` reads ``x[:, j]``) or ``(N, K * d_in)`` (the same, flattened: pass
+    ``latent_dim = K * d_in`` to :func:`make_gan_step` so each member gets its own noise), and
+    the output is ``(N, K, d_out)`` (logits ``(N, K)``). Data of shape ``(N, K, d)`` then gives
+    each member its own training set, e.g. one AdaGAN reweighting per seed.
+
+    Parameters
+    ----------
+    k : int
+        Number of members (seeds), >= 1.
+    sizes : list of int
+        Layer widths ``[d_in, ..., d_out]`` of each member.
+    activation : str
+        Hidden activation (``"relu"`` for a generator, ``"leaky_relu"`` for a discriminator).
+    logits : bool
+        A discriminator: ``d_out`` must be 1 and the output is returned as ``(N,)``.
+    out_activation : str, optional
+        An activation after the last layer (``"sigmoid"`` for images in [0, 1]).
+    """
+
+    def __init__(self, k: int, sizes: Sequence[int], activation: str = "relu", logits: bool = False,
+                 out_activation: str | None = None, stacked: bool = False):
+        super().__init__()
+        from gencore.nets import ACTIVATIONS, ensemble_mlp
+
+        if logits and list(sizes)[-1] != 1:
+            raise ValueError(f"logits=True needs one output per member (sizes[-1] == 1), got sizes={list(sizes)}")
+        self.k, self.sizes, self.logits, self.stacked = int(k), list(sizes), bool(logits), bool(stacked)
+        self.net = ensemble_mlp(self.k, self.sizes, activation=activation)
+        if out_activation is not None:
+            if out_activation not in ACTIVATIONS:
+                raise ValueError(f"unknown out_activation {out_activation!r}; valid choices: {', '.join(ACTIVATIONS)}")
+            self.net.append(ACTIVATIONS[out_activation]())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stacked:
+            d = self.sizes[0]
+            if x.ndim == 2 and x.shape[1] == self.k * d:
+                x = x.reshape(len(x), self.k, d)
+            if x.ndim != 3 or x.shape[1:] != (self.k, d):
+                raise ValueError(f"x must have shape (N, {self.k}, {d}) or (N, {self.k * d}) (stacked=True); "
+                                 f"got {tuple(x.shape)}")
+            out = self.net(x.transpose(0, 1)).transpose(0, 1)  # (N, K, d_out)
+            return out.squeeze(-1) if self.logits else out
+        if x.ndim != 2 or x.shape[1] != self.sizes[0] or len(x) % self.k:
+            raise ValueError(f"x must have shape (N, {self.sizes[0]}) with N divisible by k={self.k}; "
+                             f"got {tuple(x.shape)}")
+        out = self.net(x.reshape(self.k, len(x) // self.k, x.shape[1])).reshape(len(x), -1)
+        return out.squeeze(-1) if self.logits else out
+
+    def members(self, x: torch.Tensor) -> torch.Tensor:
+        """Split ``(N, ...)`` rows produced by (or for) this ensemble into ``(K, N/K, ...)``
+        (with ``stacked=True``: ``(N, K, ...)`` into ``(K, N, ...)``)."""
+        if self.stacked:
+            if x.ndim < 2 or x.shape[1] != self.k:
+                raise ValueError(f"x must have shape (N, {self.k}, ...) (stacked=True), got {tuple(x.shape)}")
+            return x.transpose(0, 1)
+        if len(x) % self.k:
+            raise ValueError(f"the number of rows ({len(x)}) must be divisible by k={self.k}")
+        return x.reshape(self.k, len(x) // self.k, *x.shape[1:])
+
+
+class SeedEnsembleDiscriminator(nn.Module):
+    """``K`` independent :class:`MLPDiscriminator` s as one module (see :class:`SeedEnsemble`).
+
+    Has the same ``features`` (LeakyReLU hidden layers, ``(N, d) -> (N, hidden[-1])``) and
+    ``head`` (logits ``(N,)``, or ``(N, n_outputs)``) as :class:`MLPDiscriminator`, so
+    :func:`make_infogan_step` and :func:`make_semi_supervised_step` train ``K`` seeds at once.
+    Rows ``[jN/K, (j+1)N/K)`` belong to member ``j``; to give every member the same labelled set
+    in :func:`make_semi_supervised_step`, pass it repeated ``K`` times (``x.repeat(K, 1)``).
+    """
+
+    def __init__(self, k: int, in_dim: int, hidden: Sequence[int] = (128, 128), n_outputs: int = 1):
+        super().__init__()
+        self.k = int(k)
+        self.features = SeedEnsemble(k, [in_dim, *hidden], activation="leaky_relu", out_activation="leaky_relu")
+        self.out_features = int(hidden[-1])
+        self.head = SeedEnsemble(k, [self.out_features, n_outputs], logits=n_outputs == 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+    def members(self, x: torch.Tensor) -> torch.Tensor:
+        """Split ``(N, ...)`` rows into ``(K, N/K, ...)``, one block per member."""
+        return self.head.members(x)
+
+
 def adam_for_gan(module: nn.Module, lr: float = 2e-4, beta1: float = 0.5) -> torch.optim.Adam:
     """Adam with :math:`\\beta_1 = 0.5`, as recommended for DCGAN."""
     return torch.optim.Adam(module.parameters(), lr=lr, betas=(beta1, 0.999))
@@ -273,6 +411,50 @@ def sample_generator(generator: nn.Module, n: int, latent_dim: int, *, device: A
         x = generator(z)
     generator.train(was_training)
     return x
+
+
+# --------------------------------------------------------------------------- mode collapse
+@dataclass(frozen=True)
+class CollapseCheck:
+    r"""Modes covered and high-quality fraction of a sample from a mixture of Gaussians.
+
+    ``modes``: modes with at least ``min_count`` samples within ``n_std`` standard deviations
+    (:func:`gencore.metrics.modes_covered`); ``quality``: the fraction of samples within
+    ``n_std`` standard deviations of their nearest mode
+    (:func:`gencore.metrics.high_quality_fraction`). Chapter "GANs in practice" separates three
+    outcomes that a mode count alone confuses:
+
+    - ``failed``: almost no sample is near any mode (``quality < 0.05``): the generator did not
+      train; its low mode count is not collapse;
+    - ``collapsed``: a trained generator that misses modes: ``quality >= 0.5`` and at most
+      half of the modes covered;
+    - :meth:`covers`: enough modes at enough quality.
+    """
+
+    modes: int
+    n_modes: int
+    quality: float
+
+    @classmethod
+    def of(cls, samples: torch.Tensor, centers: Any, std: float, *, min_count: int = 10,
+           n_std: float = 3.0) -> "CollapseCheck":
+        from gencore.metrics import high_quality_fraction, modes_covered
+
+        centers = torch.as_tensor(centers)
+        return cls(modes_covered(samples, centers, std, n_std=n_std, min_count=min_count), len(centers),
+                   high_quality_fraction(samples, centers, std, n_std=n_std))
+
+    @property
+    def failed(self) -> bool:
+        return self.quality < 0.05
+
+    @property
+    def collapsed(self) -> bool:
+        return self.quality >= 0.5 and self.modes <= self.n_modes // 2
+
+    def covers(self, min_modes: int, min_quality: float) -> bool:
+        """At least ``min_modes`` modes covered and a high-quality fraction of at least ``min_quality``."""
+        return self.modes >= min_modes and self.quality >= min_quality
 
 
 # --------------------------------------------------------------------------- InfoGAN
@@ -393,8 +575,38 @@ def make_semi_supervised_step(generator: nn.Module, discriminator: nn.Module, op
 
 
 # --------------------------------------------------------------------------- AdaGAN boosting
+def adagan_optimal_component(p_data: Any, p_mix: Any, beta: float) -> torch.Tensor:
+    r"""The best next AdaGAN component on a finite set (prop-gan-adagan-reweighting).
+
+    For masses :math:`p_i = \pdata(\{i\})` and :math:`g_i = P_{t-1}(\{i\})`, the minimiser over
+    distributions :math:`Q` of :math:`D_f\big((1-\beta) P_{t-1} + \beta Q \,\|\, \pdata\big)`, for
+    every strictly convex differentiable :math:`f`, is
+
+    .. math:: Q^*_i = \frac1\beta\big(\lambda^* p_i - (1-\beta)\, g_i\big)_+ ,
+              \qquad \textstyle\sum_i Q^*_i = 1
+
+    (Tolstikhin et al. 2017). :math:`\lambda^*` is found exactly: on the points sorted by
+    :math:`g_i/p_i` the sum is piecewise linear in :math:`\lambda`. With :math:`p_i = 1/N` (the
+    empirical distribution of the data) :math:`Q^*` is :func:`adagan_weights` of
+    :math:`h_i = N g_i`. ``p_data``, ``p_mix``: ``(n,)`` probabilities; ``0 < beta <= 1``.
+    """
+    p, g = _tensor(p_data, "p_data"), _tensor(p_mix, "p_mix")
+    _same_shape(p, g, "p_data", "p_mix")
+    for name, v in (("p_data", p), ("p_mix", g)):
+        if v.ndim != 1 or len(v) == 0 or torch.isnan(v).any() or (v < 0).any() or abs(float(v.sum()) - 1) > 1e-6:
+            raise ValueError(f"{name} must be a non-empty 1-D probability vector (>= 0, summing to 1)")
+    if not 0 < beta <= 1:
+        raise ValueError(f"beta must be in (0, 1], got {beta!r}")
+    a = (1 - beta) * g
+    ratio = torch.where(p > 0, a / torch.where(p > 0, p, torch.ones_like(p)), torch.full_like(p, math.inf))
+    order = torch.argsort(ratio)
+    lam = (beta + torch.cumsum(a[order], 0)) / torch.cumsum(p[order], 0).clamp_min(torch.finfo(p.dtype).tiny)
+    j = int((lam > ratio[order]).nonzero().max())
+    return torch.clamp(lam[j] * p - a, min=0) / beta
+
+
 def adagan_weights(density_ratio: torch.Tensor, beta: float) -> torch.Tensor:
-    r"""AdaGAN data weights (Tolstikhin et al. 2017, Theorem 2).
+    r"""AdaGAN data weights (Tolstikhin et al. 2017; prop-gan-adagan-reweighting).
 
     With :math:`h_i = p_{mix}(x_i)/\pdata(x_i)` for the current mixture, the next component is
     trained on weights
