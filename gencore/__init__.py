@@ -25,7 +25,7 @@ from gencore.config import by_scale, device, scale, seed_everything
 _SUBMODULES = frozenset({
     "checks", "config", "data", "divergences", "exercises", "gan", "gan_dynamics", "gumbel",
     "likelihood", "metrics", "nets", "ot", "plot", "train", "vae", "wae", "wgan",
-    "autoregressive", "flows", "diffusion", "classifier", "distributed",
+    "autoregressive", "flows", "diffusion", "classifier", "distributed", "leaderboard",
 })
 
 __all__ = [
