@@ -76,8 +76,18 @@ def benchmarks() -> str:
                    f"{b['test_elbo']:.2f} / {g['test_elbo']:.2f} |")
     fid = _load("fid.json")
     out += ["", "**FID** (`python benchmarks/fid_vs_scipy.py`): `gencore.metrics.fid` against the scipy "
-            "`sqrtm` reference on the same features."]
-    out += ["", f"```\n{json.dumps(fid, indent=1)}\n```" if fid else "", "" if fid else "*Not measured yet.*"]
+            "`sqrtm` reference (float64) on the same features, in the same run.", ""]
+    if fid is None:
+        out.append("*Not measured yet.*")
+    else:
+        device = fid.get("gpu") or f"{fid.get('cpu', 'cpu')} ({fid.get('torch_threads', '?')} thread)"
+        out += [f"{fid['n']:,} × {fid['d']} features, best of {fid['repeats']}, on {device}, {fid['date']}; "
+                f"the two values agree to a relative {fid['max_relative_difference']:.1e}.", "",
+                "| implementation | seconds | time / reference | FID |", "|---|---|---|---|"]
+        for name, sec in fid["seconds"].items():
+            out.append(f"| {name} | {sec:.4f} | {fid['ratio_to_reference'][name]:.2f} | {fid['fid'][name]:.6f} |")
+        if not fid.get("gpu"):
+            out += ["", "*The GPU figure is not measured yet: no GPU was available to the session that ran it.*"]
     return "\n".join(out).rstrip() + "\n"
 
 
