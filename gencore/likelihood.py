@@ -10,8 +10,10 @@ and the maximum-likelihood estimate from ``x_1..x_N`` is
 (divide by ``N``, not ``N - 1``); see {prf:ref} ``prop-gm-gaussian-mle``.
 
 Also here: :func:`cholesky_from_unconstrained` (the parameterisation used to fit a covariance
-by gradient descent), :func:`gaussian_sample` (sampling from a fit) and
-:func:`gaussian_class_log_posterior` (a generative classifier through Bayes' rule).
+by gradient descent), :func:`gaussian_sample` (sampling from a fit),
+:func:`gaussian_class_log_posterior` (a generative classifier through Bayes' rule), and for
+held-out likelihoods :func:`kde_log_prob` (a density whose capacity grows as its bandwidth
+shrinks) and :func:`bits_per_dim` (nats per example to bits per dimension).
 """
 from __future__ import annotations
 
@@ -167,3 +169,65 @@ def gaussian_class_log_posterior(x: torch.Tensor, means: torch.Tensor, covs: tor
         raise ValueError(f"log_priors must have shape ({k},), got {tuple(log_priors.shape)}")
     joint = torch.stack([gaussian_log_prob(x, means[j], covs[j]) for j in range(k)], dim=1) + log_priors
     return joint - torch.logsumexp(joint, dim=1, keepdim=True)
+
+
+def kde_log_prob(x: torch.Tensor, centres: torch.Tensor, bandwidth: float) -> torch.Tensor:
+    r"""Log-density of the isotropic Gaussian kernel density estimate at the rows of ``x``.
+
+    .. math::
+        \log \hat p_h(x) = \log \frac1N \sum_{n=1}^N \mathcal N(x; c_n, h^2 I_D)
+        = \operatorname{logsumexp}_n \Big(-\frac{\lVert x - c_n\rVert^2}{2h^2}\Big)
+          - \log N - D \log h - \tfrac{D}{2} \log 2\pi
+
+    A mixture of ``N`` Gaussians, one on each training point, whose capacity grows as the
+    bandwidth ``h`` shrinks: on its own centres the log-likelihood tends to ``+inf`` as
+    ``h -> 0`` while on held-out points it tends to ``-inf`` (chapter "Generative models and
+    maximum likelihood", section "Held-out likelihood and overfitting"). Same value as
+    scikit-learn's ``KernelDensity(kernel="gaussian", bandwidth=h).score_samples``.
+
+    Parameters
+    ----------
+    x : Tensor ``(M, D)``
+        Points at which to evaluate.
+    centres : Tensor ``(N, D)``
+        The training points (kernel centres).
+    bandwidth : float
+        ``h > 0``.
+
+    Returns
+    -------
+    Tensor ``(M,)`` in nats, on ``x``'s device and in its dtype.
+    """
+    if x.ndim != 2 or centres.ndim != 2 or x.shape[1] != centres.shape[1]:
+        raise ValueError(f"x must be (M, D) and centres (N, D) with the same D; got {tuple(x.shape)} "
+                         f"and {tuple(centres.shape)}")
+    if len(centres) == 0:
+        raise ValueError("centres must hold at least one point")
+    h = float(bandwidth)
+    if not (h > 0 and math.isfinite(h)):
+        raise ValueError(f"bandwidth must be a positive finite number, got {bandwidth!r}")
+    d = x.shape[1]
+    sq = torch.cdist(x, centres.to(x)).pow(2)
+    return (torch.logsumexp(-0.5 * sq / h**2, dim=1) - math.log(len(centres))
+            - d * math.log(h) - 0.5 * d * math.log(2 * math.pi))
+
+
+def bits_per_dim(nll_nats: float | torch.Tensor, dim: int) -> float | torch.Tensor:
+    r"""Convert a negative log-likelihood per example from nats to bits per dimension.
+
+    .. math:: \text{bits/dim} = \frac{\mathrm{NLL}_{\text{nats}}}{D \log 2}
+
+    For a continuous density this can be negative (a density can exceed 1); it is comparable
+    across models of the *same* data only. See chapter "Generative models and maximum
+    likelihood", section "Held-out likelihood and overfitting".
+
+    Parameters
+    ----------
+    nll_nats : float or Tensor
+        Mean negative log-likelihood per example, in nats.
+    dim : int
+        ``D >= 1``, the number of dimensions of one example.
+    """
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+        raise ValueError(f"dim must be a positive integer, got {dim!r}")
+    return nll_nats / (dim * math.log(2))

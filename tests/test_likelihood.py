@@ -415,3 +415,133 @@ def test_reverse_kl_gaussian_fit_is_mode_seeking():
     q = mixture_1d("asymmetric")
     best = optimize.minimize(_reverse_kl_to(q), x0=[0.0, 0.0], method="Nelder-Mead", options=options)
     assert best.x[0] > q.mean + 0.2 and math.exp(best.x[1]) < math.sqrt(q.variance) - 0.2
+
+
+# --------------------------------------------------------------------------- held-out likelihood
+from sklearn.neighbors import KernelDensity  # noqa: E402
+
+from gencore import ClaimError, check_close, check_over_seeds  # noqa: E402
+from gencore.likelihood import bits_per_dim, kde_log_prob  # noqa: E402
+
+
+@pytest.mark.parametrize("d, h", [(1, 0.3), (3, 0.7), (10, 0.22)])
+def test_kde_log_prob_matches_scikit_learn(d, h):
+    g = torch.Generator().manual_seed(d)
+    centres = torch.randn(80, d, generator=g, dtype=torch.float64)
+    x = 2 * torch.randn(40, d, generator=g, dtype=torch.float64)
+    ref = KernelDensity(kernel="gaussian", bandwidth=h).fit(centres.numpy()).score_samples(x.numpy())
+    np.testing.assert_allclose(kde_log_prob(x, centres, h).numpy(), ref, rtol=1e-10, atol=1e-10)
+
+
+def test_kde_with_one_centre_is_a_gaussian_and_integrates_to_one():
+    c = torch.tensor([[0.5, -1.0]], dtype=torch.float64)
+    x = torch.randn(20, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    torch.testing.assert_close(kde_log_prob(x, c, 0.8), gaussian_log_prob(x, c[0], 0.64 * torch.eye(2, dtype=torch.float64)))
+    centres = torch.tensor([[-1.0], [0.3], [2.0]], dtype=torch.float64)
+    total = integrate.quad(lambda t: math.exp(kde_log_prob(torch.tensor([[t]], dtype=torch.float64), centres, 0.4).item()),
+                           -np.inf, np.inf)[0]
+    assert total == pytest.approx(1.0, abs=1e-8)
+
+
+def test_kde_follows_dtype_and_rejects_bad_input():
+    x = torch.zeros(3, 2)
+    assert kde_log_prob(x, torch.ones(4, 2), 0.5).dtype == torch.float32
+    with pytest.raises(ValueError, match="bandwidth must be a positive"):
+        kde_log_prob(x, x, 0.0)
+    with pytest.raises(ValueError, match="same D"):
+        kde_log_prob(x, torch.zeros(3, 3), 0.5)
+    with pytest.raises(ValueError, match="at least one point"):
+        kde_log_prob(x, torch.zeros(0, 2), 0.5)
+
+
+def test_bits_per_dim_converts_nats():
+    assert bits_per_dim(10 * math.log(2), 10) == pytest.approx(1.0)
+    torch.testing.assert_close(bits_per_dim(torch.tensor([math.log(2) * 64]), 64), torch.tensor([1.0]))
+    with pytest.raises(ValueError, match="dim must be a positive integer"):
+        bits_per_dim(1.0, 0)
+
+
+def _held_out_curves(seed, *, evaluate_on_train=False):
+    """The chapter's held-out experiment (ch01, "Held-out likelihood and overfitting"), with the
+    held-out scores computed independently by scikit-learn's KernelDensity."""
+    from gencore.data import load_digits
+    pixels = load_digits()[0].double()
+    perm = torch.randperm(len(pixels), generator=torch.Generator().manual_seed(seed))
+    tr, te = perm[:1200], perm[1200:]
+    centre = pixels[tr].mean(0)
+    _, _, v = torch.linalg.svd(pixels[tr] - centre, full_matrices=False)
+    x_tr = ((pixels[tr] - centre) @ v[:10].T).numpy()
+    x_te = x_tr if evaluate_on_train else ((pixels[te] - centre) @ v[:10].T).numpy()
+    hs = np.logspace(math.log10(2.0), math.log10(0.05), 16)
+    train = np.array([-KernelDensity(bandwidth=h).fit(x_tr).score_samples(x_tr).mean() for h in hs])
+    test = np.array([-KernelDensity(bandwidth=h).fit(x_tr).score_samples(x_te).mean() for h in hs])
+    return train, test
+
+
+def test_held_out_kde_curve_overfits_and_the_check_fails_on_training_data(one_thread):
+    curves = {s: _held_out_curves(s) for s in (0, 1, 2)}
+    check_over_seeds("train NLL falls", lambda s: bool((np.diff(curves[s][0]) < 0).all()))
+    check_over_seeds("held-out NLL rises at the smallest bandwidth",
+                     lambda s: curves[s][1][-1] - curves[s][1].min(), at_least=10.0)
+    # wrong answer: "held-out" scores computed on the training points never rise
+    wrong = {s: _held_out_curves(s, evaluate_on_train=True) for s in (0, 1, 2)}
+    with pytest.raises(ClaimError):
+        check_over_seeds("held-out NLL rises at the smallest bandwidth",
+                         lambda s: wrong[s][1][-1] - wrong[s][1].min(), at_least=10.0)
+
+
+# --------------------------------------------------------------------------- ch01 checks fail for wrong answers
+def test_change_of_variables_needs_the_jacobian():  # eq-gm-change-of-variables
+    with_j = integrate.quad(lambda t: stats.norm.pdf(np.arcsinh(t)) / np.sqrt(1 + t * t), -np.inf, np.inf)[0]
+    without = integrate.quad(lambda t: stats.norm.pdf(np.arcsinh(t)), -np.inf, np.inf)[0]
+    check_close("integrates to 1", with_j, 1.0, tol=1e-6)
+    with pytest.raises(ClaimError):
+        check_close("integrates to 1", without, 1.0, tol=1e-6)
+    assert without == pytest.approx(math.exp(0.5), abs=1e-6)
+    # 2-D affine map: the log |det| term is what makes it equal N(c, A A^T)
+    A = torch.tensor([[2.0, 0.0], [1.5, 0.8]], dtype=torch.float64)
+    c = torch.tensor([1.0, -1.0], dtype=torch.float64)
+    x = gaussian_sample(c, A @ A.T, 50, generator=torch.Generator().manual_seed(0))
+    z = torch.linalg.solve(A, (x - c).T).T
+    base = torch.tensor(stats.multivariate_normal(np.zeros(2), np.eye(2)).logpdf(z.numpy()))
+    target = gaussian_log_prob(x, c, A @ A.T)
+    check_close("affine change of variables", base - torch.linalg.slogdet(A).logabsdet, target, tol=1e-10)
+    with pytest.raises(ClaimError):
+        check_close("affine change of variables", base, target, tol=1e-10)
+
+
+def _mle_kl_identity_check(ell_of):
+    """The chapter's check of prop-gm-mle-kl: KL by quadrature against -H - E[log p_theta]."""
+    p = mixture_1d("asymmetric")
+    entropy = -_quad_expect(p, lambda x, d: math.log(d))
+    thetas = [(0.0, 1.0), (0.45, 1.83), (-2.0, 0.5), (1.5, 1.0), (3.0, 3.0)]
+    kl = np.array([_quad_expect(p, lambda x, d: math.log(d) - _log_normal(x, mu, s)) for mu, s in thetas])
+    ell = np.array([ell_of(mu, s, p.mean, p.variance) for mu, s in thetas])
+    check_close("KL = -H - E[log p_theta]", kl, -entropy - ell, tol=1e-7)
+
+
+def test_mle_kl_identity_check_fails_for_a_wrong_constant_or_variance():  # prop-gm-mle-kl
+    right = lambda mu, s, m, v: -0.5 * math.log(2 * math.pi * s**2) - (v + (m - mu) ** 2) / (2 * s**2)
+    _mle_kl_identity_check(right)
+    for wrong in (lambda mu, s, m, v: -math.log(s) - (v + (m - mu) ** 2) / (2 * s**2),         # no log 2pi
+                  lambda mu, s, m, v: -0.5 * math.log(2 * math.pi * s**2) - (m - mu) ** 2 / (2 * s**2),  # no variance
+                  lambda mu, s, m, v: -0.5 * math.log(2 * math.pi * s**2) - (v * 1797 / 1796 + (m - mu) ** 2) / (2 * s**2)):
+        with pytest.raises(ClaimError):
+            _mle_kl_identity_check(wrong)
+
+
+def test_grid_minimiser_check_fails_for_a_wrong_variance_term():  # cor-gm-moment-matching
+    p = mixture_1d("asymmetric")
+    mu_grid, sigma_grid = np.linspace(-2.0, 3.0, 101), np.linspace(0.5, 4.0, 71)
+    MU, SIGMA = np.meshgrid(mu_grid, sigma_grid, indexing="xy")
+    best = (p.mean, math.sqrt(p.variance))      # the optimiser's answer, checked by the test above
+
+    def grid_argmin(var_term):
+        ell = -0.5 * np.log(2 * np.pi * SIGMA**2) - (var_term + (p.mean - MU) ** 2) / (2 * SIGMA**2)
+        i, j = np.unravel_index(np.argmax(ell), ell.shape)
+        return [mu_grid[j], sigma_grid[i]]
+
+    check_close("grid minimiser within one step", grid_argmin(p.variance), best, tol=0.05 + 1e-9)
+    for wrong in (0.0, 2 * p.variance, p.variance / 2):
+        with pytest.raises(ClaimError):
+            check_close("grid minimiser within one step", grid_argmin(wrong), best, tol=0.05 + 1e-9)
