@@ -28,6 +28,7 @@ from torch import nn
 
 from gencore.gan import discriminator_loss, generator_loss
 from gencore.nets import mlp
+from gencore.ot.exact import gaussian_w2
 from gencore.ot.sample import DEFAULT_SCALES, mmd2, sliced_wasserstein
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "WAE",
     "aae_step",
     "latent_penalty",
+    "prior_moment_w2",
     "wae_gan_step",
     "wae_step",
 ]
@@ -142,7 +144,10 @@ def wae_step(model: WAE, optimizer: torch.optim.Optimizer, *, penalty: str = "mm
     r"""Step function: minimise :math:`\frac1B\sum_i \|x_i - G(e(x_i))\|^2 + \lambda\,\mathcal D_Z`.
 
     Logs ``loss``, ``recon`` (mean cost) and ``penalty`` (the sample :math:`\mathcal D_Z`).
-    ``lam=10`` with ``penalty="mmd"`` is WAE-MMD as in the paper.
+    The cost is summed over pixels and not rescaled. The reference code of Tolstikhin et al.
+    (``wae.py``, ``reconstruction_loss`` with ``cost='l2sq'``) multiplies it by 0.05, so its MNIST
+    setting ``lambda = 10`` corresponds here to ``lam = 10 / 0.05 = 200`` (chapter "Wasserstein
+    and adversarial autoencoders").
     """
     if penalty not in PENALTIES:
         raise ValueError(f"penalty must be one of {sorted(PENALTIES)}, got {penalty!r}")
@@ -235,3 +240,26 @@ def aae_step(model: WAE, discriminator: nn.Module, opt_recon: torch.optim.Optimi
         return {"recon": recon.detach(), "d_loss": d_loss.detach(), "penalty": adv.detach()}
 
     return step
+
+
+def prior_moment_w2(z: torch.Tensor) -> torch.Tensor:
+    r"""W2 between the Gaussian with the codes' mean and covariance and the prior :math:`\mathcal N(0, I)`.
+
+    .. math::
+        \Big(\|\hat\mu\|^2 + \operatorname{tr}\big(\hat\Sigma + I - 2\hat\Sigma^{1/2}\big)\Big)^{1/2},
+
+    with :math:`\hat\mu`, :math:`\hat\Sigma` the sample mean and covariance of ``z`` ``(n, d)``, ``n > d``
+    (the Fréchet distance of the first two moments). It is 0 when the aggregate posterior has the
+    prior's moments, and no WAE penalty optimises it, so it compares models trained with different
+    :math:`\mathcal D_Z` on an equal footing (chapter "Wasserstein and adversarial autoencoders").
+    Computed in float64; returns a scalar tensor on the device of ``z``.
+    """
+    if not isinstance(z, torch.Tensor) or z.dim() != 2:
+        raise ValueError(f"z must be a tensor of shape (n, d), got "
+                         f"{tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__}")
+    n, d = z.shape
+    if n <= d:
+        raise ValueError(f"z needs more rows than columns to estimate a covariance, got shape {(n, d)}")
+    z = z.detach().to(torch.float64)
+    eye = torch.eye(d, dtype=torch.float64, device=z.device)
+    return gaussian_w2(z.mean(0), torch.cov(z.T), torch.zeros(d, dtype=torch.float64, device=z.device), eye)
