@@ -217,3 +217,107 @@ def test_uniform_equal_size_plan_is_a_permutation_and_solves_the_assignment(seed
     rows, cols = scipy.optimize.linear_sum_assignment(C)        # Hungarian algorithm
     np.testing.assert_allclose(n * P, np.eye(n)[cols], atol=1e-8)
     assert ot_cost(None, None, C) == pytest.approx(C[rows, cols].mean(), rel=1e-10)
+
+
+def discretised_gaussians(seed):
+    """Two discretised Gaussians on 40-100 point grids: many masses far below 1e-7 (down to 1e-300)."""
+    rng = np.random.default_rng(seed)
+    n, m = rng.integers(40, 101, size=2)
+    x, y = np.linspace(-5, 5, n), np.linspace(-5, 5, m)
+    a = np.exp(-0.5 * ((x - rng.uniform(-2, 2)) / rng.uniform(0.3, 1.5)) ** 2)
+    b = np.exp(-0.5 * ((y - rng.uniform(-2, 2)) / rng.uniform(0.3, 1.5)) ** 2)
+    return a / a.sum(), b / b.sum(), x, y
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_lp_is_robust_to_masses_spanning_many_orders_of_magnitude(seed):  # def-ot-kantorovich thm-ot-duality
+    # HiGHS with its defaults (presolve, absolute tolerances 1e-7) called 10-20 of these 24
+    # feasible problems "infeasible" or missed the cost by up to 4e-6 relative.
+    a, b, x, y = discretised_gaussians(seed)
+    assert min(a.min(), b.min()) < 1e-8
+    C = (x[:, None] - y[None, :]) ** 2
+    ref = ot.emd2(a, b, C, numItermax=10**7)           # POT's network simplex, independent of HiGHS
+    assert ot_cost(a, b, C) == pytest.approx(ref, rel=1e-9)
+    dual = kantorovich_dual(a, b, C)
+    assert dual.value == pytest.approx(ref, rel=1e-9)
+    assert (dual.f[:, None] + dual.g[None, :] <= C + 1e-9).all()
+    P = ot_plan(a, b, C)
+    np.testing.assert_allclose(P.sum(1), a, rtol=0, atol=1e-11)
+    np.testing.assert_allclose(P.sum(0), b, rtol=0, atol=1e-11)
+    # the 1-D closed form (quantiles) is a third, independent value of W2^2
+    assert wasserstein_1d(x, y, 2, a, b) ** 2 == pytest.approx(ref, rel=1e-9)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_raw_lp_plan_is_non_negative_before_clipping(seed):  # def-ot-kantorovich
+    # ot_plan clips round-off negatives at 0, so "P >= 0" of its output holds by construction;
+    # this checks the LP solver's own solution: negatives, if any, are below 1e-12.
+    from gencore.ot.exact import _solve_primal
+    a, b, x, y = discretised_gaussians(seed)
+    raw = _solve_primal(a, b, (x[:, None] - y[None, :]) ** 2, clip=False)
+    assert raw.min() >= -1e-12
+    a2, b2, C2 = random_problem(seed, 30, 40)
+    assert _solve_primal(a2, b2, C2, clip=False).min() >= -1e-12
+
+
+def test_kantorovich_rubinstein_dual_with_tiny_masses_equals_w1():  # thm-ot-kr-duality
+    x = np.linspace(-5, 5, 60)
+    a = np.exp(-0.5 * ((x + 1) / 0.4) ** 2)
+    b = np.exp(-0.5 * ((x - 1.5) / 0.6) ** 2)
+    a, b = a / a.sum(), b / b.sum()
+    kr = kantorovich_rubinstein_dual(a, b, x)
+    assert kr.value == pytest.approx(ot.emd2(a, b, np.abs(x[:, None] - x[None, :])), rel=1e-9)
+
+
+def test_reversed_views_are_accepted_by_the_lp():
+    a, b, C = random_problem(8, 9, 11)
+    assert ot_cost(a[::-1], b[::-1], C[::-1, ::-1]) == pytest.approx(ot.emd2(a, b, C), rel=1e-9)
+
+
+def test_a_coupling_splits_mass_where_no_map_exists():
+    # def-ot-monge def-ot-kantorovich (mu = delta_0 and nu = (delta_-1 + delta_1) / 2 admit no map
+    # T with T#mu = nu (T#delta_0 = delta_T(0)); the only coupling sends half the mass each way)
+    P = ot_plan([1.0], [0.5, 0.5], np.array([[1.0, 1.0]]))
+    np.testing.assert_allclose(P, [[0.5, 0.5]], atol=1e-12)
+    # Monge's value over maps (here permutations, brute force) is >= Kantorovich's, equal for uniform weights
+    import itertools
+    rng = np.random.default_rng(30)
+    C = rng.random((5, 5))
+    monge = min(C[np.arange(5), list(s)].mean() for s in itertools.permutations(range(5)))
+    assert ot_cost(None, None, C) == pytest.approx(monge, rel=1e-10)
+
+
+def test_wasserstein_distance_is_a_metric_on_random_histograms():
+    # def-ot-wasserstein (W_p(delta_x, delta_y) = d(x, y); symmetric; zero iff equal; triangle inequality)
+    assert ot_cost([1.0], [1.0], [[abs(0.3 - 2.0)]]) == pytest.approx(1.7, rel=1e-12)
+    rng = np.random.default_rng(31)
+    pts = rng.normal(size=(12, 2))
+    D = scipy.spatial.distance.cdist(pts, pts)
+    hists = [h / h.sum() for h in rng.random((4, 12))]
+    for p in (1, 2):
+        W = np.array([[ot_cost(h, k, D ** p) ** (1 / p) for k in hists] for h in hists])
+        np.testing.assert_allclose(W, W.T, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(np.diag(W), 0.0, atol=1e-6)
+        assert (W[~np.eye(4, dtype=bool)] > 1e-3).all()
+        for i, j, k in itertools_product(range(4)):
+            assert W[i, k] <= W[i, j] + W[j, k] + 1e-9
+
+
+def itertools_product(r):
+    import itertools
+    return itertools.product(r, r, r)
+
+
+def test_slackness_certificate_fails_for_a_feasible_plan_that_is_not_optimal():  # thm-ot-duality
+    # chapter 09's optimality check: dual feasibility and <P, C - f - g> = 0. The independent coupling
+    # a b^T and a one-step perturbation of the optimal plan are feasible but fail it.
+    a, b, C = random_problem(9, 14, 18)
+    dual = kantorovich_dual(a, b, C)
+    slack = C - dual.f[:, None] - dual.g[None, :]
+    P = ot_plan(a, b, C)
+    assert (slack >= -1e-9).all()
+    assert abs((P * slack).sum()) < 1e-9
+    assert (np.outer(a, b) * slack).sum() > 1e-3
+    # and the certificate's gap equals the excess cost over the optimum (weak duality is tight)
+    Q = np.outer(a, b)
+    assert (Q * slack).sum() == pytest.approx((Q * C).sum() - ot.emd2(a, b, C), rel=1e-8)

@@ -206,3 +206,28 @@ def test_sample_distances_follow_cuda_inputs(cuda_device):
     for v in (mmd2(x, y), energy_distance(x, y), sliced_wasserstein(x, y, 8, generator=g),
               gradient_penalty(nn.Linear(2, 1).to(cuda_device), x, y, generator=g)):
         assert v.device.type == "cuda"
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_samples_raise_instead_of_giving_a_finite_loss(bad):
+    # energy_distance used to count non-finite distances as 0 and the IMQ kernel maps an infinite
+    # distance to 0: a generator emitting NaN or inf got a finite loss. Now a ValueError names it.
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(8, 2, generator=g), torch.randn(6, 2, generator=g)
+    y_bad = y.clone()
+    y_bad[3, 1] = bad
+    for fn in (energy_distance, mmd2, lambda u, v: mmd2(u, v, "rbf"), lambda u, v: mmd2(u, v, unbiased=False)):
+        with pytest.raises(ValueError, match=r"y must be finite: 1 of its 6 rows hold inf or NaN \(first at row 3\)"):
+            fn(x, y_bad)
+        with pytest.raises(ValueError, match="x must be finite"):
+            fn(y_bad, x)
+    with pytest.raises(ValueError, match="y must be finite"):
+        sliced_wasserstein(x[:6], y_bad, n_projections=4, generator=g)
+
+
+def test_non_finite_check_keeps_gradients_of_finite_samples():
+    x = torch.randn(5, 2, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(4, 2, dtype=torch.float64)
+    for v in (energy_distance(x, y), mmd2(x, y), sliced_wasserstein(x[:4], y, 3)):
+        (gx,) = torch.autograd.grad(v, x)
+        assert torch.isfinite(gx).all()

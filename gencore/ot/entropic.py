@@ -26,13 +26,25 @@ products per iteration.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 
-__all__ = ["SinkhornResult", "sinkhorn"]
+from gencore._validate import as_float_tensor
+
+__all__ = ["SinkhornConvergenceWarning", "SinkhornResult", "sinkhorn"]
+
+
+class SinkhornConvergenceWarning(UserWarning):
+    """:func:`sinkhorn` reached ``max_iter`` with a marginal error above ``tol`` (as POT warns).
+
+    The returned plan is then not a coupling of ``a`` and ``b`` to the requested accuracy: run
+    more iterations (``max_iter``) or use a larger ``eps`` (the number of iterations needed grows
+    roughly like ``max(C) / eps``). Silence it with ``warnings.filterwarnings("ignore",
+    category=SinkhornConvergenceWarning)`` or run a fixed number of iterations with ``tol=0``.
+    """
 
 
 @dataclass(frozen=True)
@@ -70,10 +82,7 @@ class SinkhornResult:
 
 def _tensor(x: Any, name: str, like: torch.Tensor | None) -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
-        try:
-            x = torch.as_tensor(np.asarray(x, dtype=np.float64))
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"{name} must be a numeric array or tensor, got {type(x).__name__}") from exc
+        x = as_float_tensor(x, name)            # float64; any NumPy layout (negative strides included)
     if like is not None:
         return x.to(like.device, like.dtype)
     return x if x.is_floating_point() else x.to(torch.get_default_dtype())
@@ -154,7 +163,8 @@ def sinkhorn(a: Any, b: Any, cost: Any, eps: float, *, max_iter: int = 1000, tol
         Maximum number of iterations.
     tol : float
         Stop when :math:`\|P\mathbf 1 - a\|_1 < \text{tol}` for every problem of the batch
-        (checked every ``check_every`` iterations). ``tol=0`` runs exactly ``max_iter`` iterations.
+        (checked every ``check_every`` iterations). ``tol=0`` runs exactly ``max_iter`` iterations
+        (and never warns).
     check_every : int
         Iterations between two checks of the marginal error.
 
@@ -163,6 +173,12 @@ def sinkhorn(a: Any, b: Any, cost: Any, eps: float, *, max_iter: int = 1000, tol
     SinkhornResult
         ``plan``, ``cost`` (:math:`\langle P, C\rangle`), ``regularized_cost``, potentials
         ``f``, ``g``, ``marginal_error``, ``n_iter``, ``converged``.
+
+    Warns
+    -----
+    SinkhornConvergenceWarning
+        When ``tol > 0`` and ``max_iter`` iterations leave a marginal error ``>= tol`` (the
+        message gives ε, the error reached and the tolerance). ``converged`` is then False.
 
     Examples
     --------
@@ -234,5 +250,11 @@ def sinkhorn(a: Any, b: Any, cost: Any, eps: float, *, max_iter: int = 1000, tol
     rows, cols = P.sum(-1), P.sum(-2)
     regularized = eps * (torch.where(a > 0, rows * (F - log_a), 0.0).sum(-1)
                          + torch.where(b > 0, cols * (G - log_b), 0.0).sum(-1))
+    converged = bool((err < tol).all()) if tol > 0 else False
+    if tol > 0 and not converged and it >= max_iter:
+        warnings.warn(
+            f"sinkhorn did not converge: after max_iter={max_iter} iterations with eps={eps:g} the marginal "
+            f"error ||P 1 - a||_1 is {float(err.max()):.3g} (tol={tol:g}); increase max_iter or use a larger eps",
+            SinkhornConvergenceWarning, stacklevel=2)
     return SinkhornResult(plan=P, cost=transport, regularized_cost=regularized, f=eps * F, g=eps * G,
-                          marginal_error=err, n_iter=it, converged=bool((err < tol).all()) if tol > 0 else False)
+                          marginal_error=err, n_iter=it, converged=converged)

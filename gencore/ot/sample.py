@@ -9,7 +9,8 @@ Chapters "WGAN and its relatives" and "Wasserstein and adversarial autoencoders"
 - :func:`gradient_penalty`: the WGAN-GP penalty on random interpolates.
 
 Every function follows the device and dtype of its inputs and is differentiable, so each
-can serve as a generator loss.
+can serve as a generator loss. Samples holding inf or NaN raise a ValueError naming the
+argument (a loss that silently stays finite would hide a generator that outputs NaN).
 """
 from __future__ import annotations
 
@@ -42,6 +43,15 @@ def _check_samples(x: torch.Tensor, y: torch.Tensor, min_rows: int = 1) -> tuple
             raise ValueError(f"{name} needs at least {min_rows} rows, got {t.shape[0]}")
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"x and y must have the same dimension d, got {x.shape[1]} and {y.shape[1]}")
+    for name, t in (("x", x), ("y", y)):
+        # Used as generator losses: a NaN or inf sample must not be hidden (the energy distance
+        # used to count non-finite distances as 0, and the IMQ kernel maps an infinite distance
+        # to 0, both giving a finite loss). One device sync per call.
+        bad = ~torch.isfinite(t.detach())
+        if bool(bad.any()):
+            rows = int(bad.any(1).sum())
+            raise ValueError(f"{name} must be finite: {rows} of its {t.shape[0]} rows hold inf or NaN "
+                             f"(first at row {int(bad.any(1).nonzero()[0, 0])})")
     return x, y
 
 
