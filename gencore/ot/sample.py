@@ -223,7 +223,7 @@ def gradient_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch
     ``critic`` maps ``(n, ...)`` to ``(n,)`` or ``(n, 1)``. The graph is kept
     (``create_graph=True``) so that the penalty trains the critic. Multiply by
     :math:`\lambda` (10 in the paper) yourself. See chapter "WGAN and its relatives",
-    {prf:ref} ``prop-wgan-unit-gradient`` and ``prop-wgan-gp-bias``.
+    {prf:ref} ``prop-wgan-unit-gradient`` and ``prop-wgan-gp-critic-1d`` (with its corollary ``cor-wgan-gp-scaled``).
     """
     if not isinstance(real, torch.Tensor) or not isinstance(fake, torch.Tensor):
         raise TypeError("real and fake must be torch.Tensors")
