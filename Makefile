@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_FLAGS ?= -n 2 --dist loadfile
 
-.PHONY: book test install execute clean unit nbval
+.PHONY: book test install execute clean unit nbval browser
 
 $(STAMP): requirements-lock.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,8 +23,24 @@ install: $(STAMP)
 book: $(STAMP)
 	$(BIN)/jupyter-book build . -W -n --keep-going
 
-test: $(STAMP)
-	PYTHONHASHSEED=0 OMP_NUM_THREADS=1 GENCORE_SCALE=quick CUDA_VISIBLE_DEVICES= $(BIN)/python -m pytest $(PYTEST_FLAGS) \
+# tests/test_website.py needs Chromium; `make test` never skips it. As root (CI, containers)
+# this installs Debian's package; otherwise it stops and says how to install it.
+CHROMIUM ?= $(shell command -v chromium || command -v chromium-browser)
+browser:
+	@if [ -z "$(CHROMIUM)" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium (apt-get) for tests/test_website.py"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "make test needs Chromium for tests/test_website.py. Install it with" >&2; \
+	    echo "  sudo apt-get install chromium      (Debian/Ubuntu)" >&2; \
+	    echo "or run: make test CHROMIUM=/path/to/chromium" >&2; \
+	    exit 1; \
+	  fi; \
+	fi
+
+test: $(STAMP) browser
+	CHROMIUM=$(CHROMIUM) PYTHONHASHSEED=0 OMP_NUM_THREADS=1 GENCORE_SCALE=quick CUDA_VISIBLE_DEVICES= $(BIN)/python -m pytest $(PYTEST_FLAGS) \
 	  tests book --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg --durations=15
 
 unit: $(STAMP)

@@ -2,11 +2,12 @@
 
     python tools/nbtools.py sync-colab [NB ...] # write the canonical Colab cell into chapters (all by default)
     python tools/nbtools.py execute [NB ...]    # re-execute chapters in place (quick scale, CPU)
-    python tools/nbtools.py check               # exit 1 if a chapter's Colab cell has drifted
+    python tools/nbtools.py check [NB ...]      # exit 1 if a chapter's Colab cell drifted or is misplaced
 
 The Colab cell is generated from ``repository.url`` in ``_config.yml``, the one place the
-URL is set. ``make execute`` calls ``execute``; ``tests/test_notebooks.py`` calls
-:func:`colab_cell_source` and :func:`drifted`.
+URL is set. It sits right after the chapter's title cell (the first markdown cell with a
+``# `` heading), so the website shows the title first. ``make execute`` calls ``execute``; ``tests/test_notebooks.py`` calls
+:func:`colab_cell_source` and :func:`drifted` (:func:`check` lists the problems).
 """
 from __future__ import annotations
 
@@ -54,34 +55,89 @@ def first_code_cell(nb) -> nbformat.NotebookNode | None:
     return next((c for c in nb.cells if c.cell_type == "code"), None)
 
 
+def title_index(nb) -> int | None:
+    """Index of the chapter's title cell: the first markdown cell with a ``# `` heading line."""
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "markdown" and any(
+                line.startswith("# ") for line in cell.source.splitlines()):
+            return i
+    return None
+
+
+def colab_index(nb) -> int | None:
+    """Index of the Colab setup cell (the first code cell that mentions ``google.colab``)."""
+    return next((i for i, c in enumerate(nb.cells)
+                 if c.cell_type == "code" and "google.colab" in c.source), None)
+
+
+def check_notebook(nb) -> list[str]:
+    """What is wrong with a chapter's Colab cell: [] when it is the canonical cell, tagged
+    ``hide-input``, placed right after the title cell (so the website shows the title first)."""
+    problems = []
+    title, colab = title_index(nb), colab_index(nb)
+    if title is None:
+        problems.append("no title cell (a markdown cell with a '# ' heading)")
+    if colab is None:
+        return problems + ["no Colab cell"]
+    cell = nb.cells[colab]
+    if cell.source != colab_cell_source():
+        problems.append("Colab cell differs from the canonical one")
+    if COLAB_TAG not in cell.metadata.get("tags", []):
+        problems.append(f"Colab cell lacks the {COLAB_TAG!r} tag")
+    if title is not None and colab != title + 1:
+        problems.append(f"Colab cell is cell {colab}, not right after the title cell {title}")
+    if any(c.cell_type == "code" for c in nb.cells[:colab]):
+        problems.append("a code cell comes before the Colab cell")
+    return problems
+
+
+def check(paths: list[Path] | None = None) -> dict[str, list[str]]:
+    """Policy check of every chapter (or of ``paths``): name -> problems, only chapters with any."""
+    found = {}
+    for path in paths or chapters():
+        problems = check_notebook(nbformat.read(path, as_version=4))
+        if problems:
+            found[Path(path).name] = problems
+    return found
+
+
 def drifted() -> list[str]:
-    """Chapters whose first code cell is not the canonical Colab cell."""
-    want = colab_cell_source()
-    bad = []
-    for path in chapters():
-        cell = first_code_cell(nbformat.read(path, as_version=4))
-        if cell is None or cell.source != want:
-            bad.append(path.name)
-    return bad
+    """Chapters whose Colab cell is not canonical, not tagged, or not right after the title."""
+    return sorted(check())
+
+
+def place_colab_cell(nb) -> bool:
+    """Put the canonical Colab cell right after the title cell; True when ``nb`` changed.
+
+    An existing Colab cell is moved (its execution count and outputs are kept) and its source
+    and tag are made canonical; a missing one is inserted.
+    """
+    want, changed = colab_cell_source(), False
+    i = colab_index(nb)
+    if i is None:
+        cell, changed = nbformat.v4.new_code_cell(want), True
+    else:
+        cell = nb.cells.pop(i)
+    title = title_index(nb)
+    at = 0 if title is None else title + 1
+    nb.cells.insert(at, cell)
+    changed = changed or at != i
+    if cell.source != want:
+        cell.source, changed = want, True
+    tags = cell.metadata.setdefault("tags", [])
+    if COLAB_TAG not in tags:
+        tags.append(COLAB_TAG)
+        changed = True
+    return changed
 
 
 def sync_colab(paths: list[Path] | None = None) -> None:
-    """Make the first code cell of each chapter the canonical Colab cell, folded on the website."""
-    want = colab_cell_source()
+    """Make each chapter's Colab cell canonical, folded on the website, right after the title."""
     for path in paths or chapters():
         nb = nbformat.read(path, as_version=4)
-        cell = first_code_cell(nb)
-        if cell is None or "google.colab" not in cell.source:
-            cell = nbformat.v4.new_code_cell(want)
-            nb.cells.insert(0, cell)
-        tags = cell.metadata.setdefault("tags", [])
-        if cell.source == want and COLAB_TAG in tags:
-            continue
-        cell.source = want
-        if COLAB_TAG not in tags:
-            tags.append(COLAB_TAG)
-        nbformat.write(nb, path)
-        print(f"synced {path.name}")
+        if place_colab_cell(nb):
+            nbformat.write(nb, path)
+            print(f"synced {Path(path).name}")
 
 
 def execute(paths: list[Path]) -> None:
@@ -116,10 +172,11 @@ def main(argv: list[str]) -> int:
         sync_colab(paths)
         execute(paths)
     else:
-        bad = drifted()
-        for name in bad:
-            print(f"drifted Colab cell: {name}")
-        return 1 if bad else 0
+        found = check([Path(p).resolve() for p in argv[1:]] or None)
+        for name, problems in found.items():
+            for problem in problems:
+                print(f"{name}: {problem}")
+        return 1 if found else 0
     return 0
 
 

@@ -10,12 +10,16 @@ loads (fonts, menu, accessibility) are copied to ``_build/html/_static/mathjax``
 2. Drop duplicate ``<script>`` tags. sphinx-thebe 0.3 adds its inline configuration
 (``const THEBE_JS_URL = ...``) once per read phase, and a second ``const`` declaration is a
 JavaScript error on every page.
+
+3. Add ``static/website.css``: cell output text wraps at the column width, and a display
+equation wider than the column scrolls sideways instead of being cut off.
 """
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
 
+STATIC = Path(__file__).resolve().parent / "static"
 PARTS = ("tex-chtml-full.js", "output", "ui", "a11y", "input", "adaptors")
 
 
@@ -61,7 +65,13 @@ def _dedupe_inline_scripts(app, exception) -> None:
             page.write_text("".join(kept), encoding="utf-8")
 
 
+def _add_static(app, config) -> None:
+    config.html_static_path = [*config.html_static_path, str(STATIC)]
+
+
 def setup(app):
+    app.connect("config-inited", _add_static)
+    app.add_css_file("website.css")
     app.connect("builder-inited", _check)
     app.connect("build-finished", _copy)
     app.connect("build-finished", _dedupe_inline_scripts)
