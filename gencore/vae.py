@@ -96,7 +96,7 @@ def kl_normal(mu_q: torch.Tensor, logvar_q: torch.Tensor,
     if (mu_p is None) != (logvar_p is None):
         raise ValueError("give both mu_p and logvar_p, or neither (for p = N(0, I))")
     if mu_p is None:
-        return 0.5 * (mu_q.pow(2) + logvar_q.exp() - logvar_q - 1.0).sum(-1)
+        return 0.5 * (mu_q.pow(2) + _expm1_minus_identity(logvar_q)).sum(-1)
     _check_tensor(mu_p, "mu_p")
     _check_tensor(logvar_p, "logvar_p")
     _check_same_shape(mu_p, logvar_p, "mu_p", "logvar_p")
@@ -104,8 +104,17 @@ def kl_normal(mu_q: torch.Tensor, logvar_q: torch.Tensor,
         torch.broadcast_shapes(mu_q.shape, mu_p.shape)
     except RuntimeError as exc:
         raise ValueError(f"q of shape {tuple(mu_q.shape)} and p of shape {tuple(mu_p.shape)} do not broadcast") from exc
-    ratio = (logvar_q - logvar_p).exp()
-    return 0.5 * (logvar_p - logvar_q + ratio + (mu_q - mu_p).pow(2) * (-logvar_p).exp() - 1.0).sum(-1)
+    # e^d - 1 - d with d = log(sq^2 / sp^2), accurate near q = p; the mean term as a square of
+    # (mu_q - mu_p) / sigma_p, which stays finite in float32 for log-variances far below -88
+    mean_term = ((mu_q - mu_p) * (-0.5 * logvar_p).exp()).pow(2)
+    return 0.5 * (_expm1_minus_identity(logvar_q - logvar_p) + mean_term).sum(-1)
+
+
+def _expm1_minus_identity(d: torch.Tensor) -> torch.Tensor:
+    """:math:`e^d - 1 - d` without cancellation: a Taylor series for small ``|d|``."""
+    small = d.abs() < 1e-2
+    series = d * d * (0.5 + d * (1.0 / 6.0 + d / 24.0))
+    return torch.where(small, series, torch.expm1(d) - d)
 
 
 def kl_mvn(mu_q: torch.Tensor, cov_q: torch.Tensor, mu_p: torch.Tensor, cov_p: torch.Tensor) -> torch.Tensor:

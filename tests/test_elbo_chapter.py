@@ -145,9 +145,8 @@ def test_kl_normal_is_accurate_in_float32_where_variances_overflow():  # prop-el
     torch.testing.assert_close(naive[3].double(), ref[3], rtol=1e-6, atol=0)
 
 
-@pytest.mark.xfail(strict=True, reason="kl_normal's mean term (mu_q - mu_p)^2 * exp(-logvar_p) overflows in float32 "
-                   "for logvar_p < -88.7 (0 * inf = NaN); fix in gencore/vae.py: ((mu_q - mu_p) * exp(-logvar_p / 2))^2")
 def test_kl_normal_is_finite_in_float32_for_tiny_variances():
+    # the mean term is ((mu_q - mu_p) / sigma_p)^2: (mu_q - mu_p)^2 * exp(-logvar_p) was 0 * inf = NaN
     mu = torch.zeros(1, 1)
     out = kl_normal(mu, torch.full((1, 1), -100.0), mu, torch.full((1, 1), -99.0))
     assert torch.isfinite(out).all() and out.item() == pytest.approx(0.5 * (math.exp(-1) + 1 - 1) - 0.0, rel=1e-5)
@@ -208,3 +207,14 @@ def test_trained_vae_gradient_claims_and_an_untrained_vae_fails_the_training_che
         check_over_seeds("training raises the ELBO by >= 10 nats", lambda s: gain0, seeds=[0], at_least=10.0)
     with pytest.raises(ClaimError):   # the path-derivative claim does not hold for an untrained encoder
         check_over_seeds("path <= 0.5 kl", lambda s: var0["path"] / var0["kl"], seeds=[0], at_most=0.5)
+
+
+def test_kl_normal_keeps_its_relative_accuracy_near_q_equal_p():
+    # KL(N(0, e^d) || N(0, 1)) = (e^d - 1 - d)/2 ~ d^2/4: the naive float32 formula returns 0 at d = 1e-4
+    for d in (1e-4, 1e-3, 3e-2):
+        lv = torch.full((1, 1), d)
+        exact = 0.5 * (math.expm1(d) - d)
+        assert kl_normal(torch.zeros(1, 1), lv).item() == pytest.approx(exact, rel=1e-5)
+        assert kl_normal(torch.zeros(1, 1), lv, torch.zeros(1, 1), torch.zeros(1, 1)).item() == pytest.approx(exact, rel=1e-5)
+    naive = 0.5 * (torch.tensor(1e-4).exp() - 1e-4 - 1.0)
+    assert naive.item() == 0.0 or abs(naive.item() / (0.5 * (math.expm1(1e-4) - 1e-4)) - 1) > 0.1
