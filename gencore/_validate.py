@@ -31,3 +31,10 @@ def as_float_tensor(x: Any, name: str, what: str = "numbers") -> torch.Tensor:
     if any(s < 0 for s in arr.strides) or not arr.flags.writeable:
         arr = np.array(arr)                 # a copy torch can share (no negative strides, writable)
     return torch.from_numpy(arr)
+
+
+def positive_int(n: Any, name: str) -> int:
+    """``n`` if it is a positive integer (not a bool), else a ValueError naming ``name``."""
+    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {n!r}")
+    return n

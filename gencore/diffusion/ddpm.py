@@ -13,6 +13,8 @@ from collections.abc import Callable
 import torch
 from tqdm.auto import tqdm
 
+from gencore._validate import positive_int
+
 from gencore.diffusion.schedules import NoiseSchedule
 
 __all__ = ["eps_loss", "predict_x0", "eps_to_score", "ddpm_sample", "ddim_sample"]
@@ -20,10 +22,6 @@ __all__ = ["eps_loss", "predict_x0", "eps_to_score", "ddpm_sample", "ddim_sample
 EpsModel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def _steps(n, name="steps") -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {n!r}")
-    return n
 
 
 def eps_loss(eps_model: EpsModel, x0: torch.Tensor, schedule: NoiseSchedule, *,
@@ -80,7 +78,7 @@ def ddim_sample(eps_model: EpsModel, shape, schedule: NoiseSchedule, steps: int,
         x_{s} = \sqrt{\bar\alpha_s}\,\hat x_0 + \sqrt{1 - \bar\alpha_s - \sigma^2}\,\hat\varepsilon + \sigma z, \quad
         \sigma = \eta \sqrt{\tfrac{1-\bar\alpha_s}{1-\bar\alpha_t}\big(1 - \tfrac{\bar\alpha_t}{\bar\alpha_s}\big)}.
     """
-    _steps(steps)
+    positive_int(steps, "steps")
     if steps > schedule.T:
         raise ValueError(f"steps must be at most T = {schedule.T}, got {steps}")
     if not eta >= 0:

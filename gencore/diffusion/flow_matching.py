@@ -17,15 +17,13 @@ from collections.abc import Callable
 import torch
 from tqdm.auto import tqdm
 
+from gencore._validate import positive_int
+
 __all__ = ["cfm_loss", "ot_pairing", "ode_sample", "cnf_log_prob", "gaussian_path_velocity"]
 
 Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def _steps(n, name="steps") -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {n!r}")
-    return n
 
 
 def cfm_loss(v_fn: Velocity, x0: torch.Tensor, x1: torch.Tensor, *, t: torch.Tensor | None = None,
@@ -57,7 +55,7 @@ def ot_pairing(x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
 def ode_sample(v_fn: Velocity, x0: torch.Tensor, steps: int, *, method: str = "euler",
                progress: bool = False) -> torch.Tensor:
     """Integrate :math:`dx/dt = v(x, t)` from t = 0 to 1 in ``steps`` steps (``euler`` or ``midpoint``)."""
-    _steps(steps)
+    positive_int(steps, "steps")
     if method not in ("euler", "midpoint"):
         raise ValueError(f"method must be 'euler' or 'midpoint', got {method!r}")
     x, h = x0, 1.0 / steps
@@ -79,7 +77,7 @@ def cnf_log_prob(v_fn: Velocity, x1: torch.Tensor, steps: int, *,
     with the exact trace by autograd (one backward pass per dimension: for small ``d``) and the
     midpoint rule in time. ``base_log_prob`` defaults to the standard normal.
     """
-    _steps(steps)
+    positive_int(steps, "steps")
     if x1.ndim != 2:
         raise ValueError(f"x1 must have shape (batch, d), got {tuple(x1.shape)}")
 

@@ -15,13 +15,11 @@ from collections.abc import Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from gencore._validate import positive_int
+
 __all__ = ["dsm_loss", "langevin", "annealed_langevin", "mixture_log_prob", "mixture_score"]
 
 
-def _positive_int(n, name):
-    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {n!r}")
-    return n
 
 
 def dsm_loss(score_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, sigma: float, *,
@@ -39,7 +37,7 @@ def langevin(score_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, 
     """Unadjusted Langevin dynamics from ``x`` (the chains' starting points), ``n_steps`` steps."""
     if not step_size > 0:
         raise ValueError(f"step_size must be > 0, got {step_size!r}")
-    _positive_int(n_steps, "n_steps")
+    positive_int(n_steps, "n_steps")
     for _ in tqdm(range(n_steps), desc="Langevin", disable=not progress, leave=False):
         z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         x = x + 0.5 * step_size * score_fn(x) + step_size ** 0.5 * z
