@@ -48,8 +48,8 @@ def chapter_times() -> str:
     if rec is None:
         return "*No measured chapter times yet: run `make test`, then `python tools/results_tables.py record`.*\n"
     lines = [f"Measured on {rec['date']} ({rec['machine']}, scale `{rec['scale']}`, "
-             f"one thread per chapter), by the nbval run of `make test`.", "",
-             "| chapter | CPU seconds (quick) | GPU seconds (full) |", "|---|---|---|"]
+             f"one thread per chapter, two chapters at a time), by the nbval run of `make test`.", "",
+             "| chapter | seconds on the 2-core CPU (quick scale, wall time) | seconds on a GPU (full scale) |", "|---|---|---|"]
     for stem, title in titles.items():
         cpu = rec["chapters"].get(stem, {}).get("seconds")
         g = (gpu or {}).get("chapters", {}).get(stem, {}).get("seconds")
