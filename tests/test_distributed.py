@@ -33,14 +33,26 @@ def _problem():
     return x, y, model
 
 
+def train(model, x, y):
+    """The one recipe both sides run: SGD on the MSE, the same global batches; the history and the
+    first batch this process saw."""
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    seen = []
+
+    def loss(b):
+        seen.append(b[0].clone())
+        return torch.nn.functional.mse_loss(model(b[0]), b[1])
+
+    hist = fit(make_step(loss, opt), (x, y), steps=STEPS, batch_size=BATCH, seed=7, progress=False, log_every=5)
+    return hist, seen[0]
+
+
 SCRIPT = textwrap.dedent(f"""
     import sys, torch
     sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})
     torch.set_num_threads(1)
-    from test_distributed import _problem, STEPS, BATCH
-    import gencore
+    from test_distributed import _problem, train
     from gencore import distributed as gdist
-    from gencore.train import fit, make_step
 
     dev = gdist.setup(backend="gloo")
     x, y, model = _problem()
@@ -50,14 +62,9 @@ SCRIPT = textwrap.dedent(f"""
                 p.add_(1.0)
     ddp = gdist.wrap(model)
     assert isinstance(ddp, torch.nn.parallel.DistributedDataParallel)
-    opt = torch.optim.SGD(ddp.parameters(), lr=0.1)
-    seen = []
-    def loss(b):
-        seen.append(b[0].clone())
-        return torch.nn.functional.mse_loss(ddp(b[0]), b[1])
-    hist = fit(make_step(loss, opt), (x, y), steps=STEPS, batch_size=BATCH, seed=7, progress=False, log_every=5)
+    hist, first_batch = train(ddp, x, y)
     flat = torch.cat([p.detach().reshape(-1) for p in gdist.unwrap(ddp).parameters()])
-    torch.save({{"params": flat, "loss": torch.tensor(hist["loss"]), "first_batch": seen[0]}},
+    torch.save({{"params": flat, "loss": torch.tensor(hist["loss"]), "first_batch": first_batch}},
                sys.argv[1] + f"/rank{{gdist.rank()}}.pt")
     gdist.cleanup()
 """)
@@ -87,16 +94,11 @@ def test_torchrun_two_ranks_match_each_other_and_a_single_process(tmp_path):
     before = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
     with torch.no_grad():
         mse_before = torch.nn.functional.mse_loss(model(x), y)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    seen = []
-    def loss(b):
-        seen.append(b[0].clone())
-        return torch.nn.functional.mse_loss(model(b[0]), b[1])
-    hist = fit(make_step(loss, opt), (x, y), steps=STEPS, batch_size=BATCH, seed=7, progress=False, log_every=5)
+    hist, first_single = train(model, x, y)
     # each rank saw its own half of the global batch, and the halves make up the single-process batch
     b0, b1 = r0["first_batch"], r1["first_batch"]
     assert b0.shape == b1.shape == (BATCH // 2, 4)
-    torch.testing.assert_close(torch.cat([b0, b1]).sort(0).values, seen[0].sort(0).values)
+    torch.testing.assert_close(torch.cat([b0, b1]).sort(0).values, first_single.sort(0).values)
     assert not (b0[:, None, :] == b1[None, :, :]).all(-1).any(), "the two shards overlap"
     single = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
     torch.testing.assert_close(r0["params"], single, rtol=1e-5, atol=1e-6)
