@@ -26,6 +26,7 @@ _SUBMODULES = frozenset({
     "checks", "config", "data", "divergences", "exercises", "gan", "gan_dynamics", "gumbel",
     "likelihood", "metrics", "nets", "ot", "plot", "train", "vae", "wae", "wgan",
     "autoregressive", "flows", "diffusion", "classifier", "distributed", "leaderboard",
+    "flow_vae", "flow_gan", "avb", "multimodal", "vrnn", "pixelvae",
 })
 
 __all__ = [

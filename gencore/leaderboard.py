@@ -27,6 +27,10 @@ the full budgets are the chapters' full ones. Chapters 3, 8, 10 and 11 build the
 inline today; they can call :func:`train_model` instead. :func:`evaluate` scores samples against
 real test images in the feature space of :mod:`gencore.classifier` (FID, KID, precision,
 recall), and :func:`leaderboard` averages over seeds.
+
+Later chapters join the same table: a module listed in :data:`PROVIDER_MODULES` calls
+:func:`register_recipe` (for example the DDPM of chapter "Denoising diffusion"), after which
+:func:`train_model` and :func:`score_seed` accept its kind; :func:`kinds` lists them all.
 """
 from __future__ import annotations
 
@@ -40,6 +44,63 @@ import torch.nn.functional as F
 from torch import nn
 
 KINDS = ("VAE", "CVAE", "DCGAN", "WGAN-GP", "WAE-MMD")
+"""The five built-in recipes (chapter "Evaluating generative models" trains all of them)."""
+
+# Modules of later chapters that register recipes (imported on first use of :func:`kinds`).
+PROVIDER_MODULES = ("gencore.diffusion.ddpm", "gencore.diffusion.flow_matching")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A registered training recipe: ``train(x_train, y_train, *, seed, steps, progress, generator)``
+    returns a :class:`TrainedModel`; ``quick_steps`` / ``full_steps`` are its step budgets."""
+
+    kind: str
+    train: Callable[..., "TrainedModel"]
+    quick_steps: int
+    full_steps: int
+    description: str = ""
+
+
+_RECIPES: dict[str, Recipe] = {}
+_providers_loaded = False
+
+
+def register_recipe(kind: str, train: Callable[..., "TrainedModel"], *, quick_steps: int, full_steps: int,
+                    description: str = "") -> Recipe:
+    """Add a model of a later chapter to the leaderboard (same data, features and metrics).
+
+    ``train(x_train, y_train, *, seed, steps, progress, generator)`` must train with
+    :func:`gencore.train.fit` on ``x_train``'s device and return a :class:`TrainedModel` whose
+    sampler gives flat images ``(n, 784)`` in [0, 1]. Registering a built-in kind is an error;
+    registering the same kind again replaces it (a module re-imported in a notebook).
+    """
+    from gencore._validate import positive_int
+
+    if not isinstance(kind, str) or not kind or kind in KINDS:
+        raise ValueError(f"kind must be a new non-empty name (not one of {', '.join(KINDS)}), got {kind!r}")
+    if not callable(train):
+        raise TypeError(f"train must be callable, got {type(train).__name__}")
+    recipe = Recipe(kind, train, positive_int(quick_steps, "quick_steps"), positive_int(full_steps, "full_steps"),
+                    description)
+    _RECIPES[kind] = recipe
+    return recipe
+
+
+def _load_providers() -> None:
+    global _providers_loaded
+    if not _providers_loaded:
+        _providers_loaded = True
+        import importlib
+
+        for name in PROVIDER_MODULES:
+            importlib.import_module(name)
+
+
+def kinds() -> tuple[str, ...]:
+    """Every kind :func:`train_model` accepts: :data:`KINDS`, then the registered recipes."""
+    _load_providers()
+    return KINDS + tuple(_RECIPES)
 
 
 @dataclass
@@ -63,8 +124,8 @@ class TrainedModel:
 
 
 def _check_kind(kind: str) -> None:
-    if kind not in KINDS:
-        raise ValueError(f"unknown model kind {kind!r}; valid choices: {', '.join(KINDS)}")
+    if kind not in kinds():
+        raise ValueError(f"unknown model kind {kind!r}; valid choices: {', '.join(kinds())}")
 
 
 def default_steps(kind: str) -> int:
@@ -72,6 +133,8 @@ def default_steps(kind: str) -> int:
     from gencore.config import by_scale
 
     _check_kind(kind)
+    if kind in _RECIPES:
+        return by_scale(quick=_RECIPES[kind].quick_steps, full=_RECIPES[kind].full_steps)
     quick = {"VAE": 200, "CVAE": 200, "DCGAN": 100, "WGAN-GP": 100, "WAE-MMD": 200}[kind]
     full = {"VAE": 150_000, "CVAE": 30_000, "DCGAN": 5000, "WGAN-GP": 5000, "WAE-MMD": 8000}[kind]
     return by_scale(quick=quick, full=full)
@@ -100,6 +163,8 @@ def train_model(kind: str, x_train: torch.Tensor, y_train: torch.Tensor | None =
     seed_everything(seed)
     noise = torch.Generator(device=dev).manual_seed(seed + 1000)
     opts = dict(steps=steps, seed=seed, progress=progress, desc=kind, log_every=10)
+    if kind in _RECIPES:
+        return _RECIPES[kind].train(x_train, y_train, seed=seed, steps=steps, progress=progress, generator=noise)
 
     if kind in ("VAE", "CVAE"):
         cond = kind == "CVAE"
@@ -224,14 +289,14 @@ class SeedResult:
 def score_seed(seed: int, x_train: torch.Tensor, y_train: torch.Tensor, real_features: torch.Tensor,
                classifier: nn.Module, *, x_test_binary: torch.Tensor | None = None,
                y_test: torch.Tensor | None = None, n_samples: int = 1000, k_iwae: int = 50,
-               kinds: tuple[str, ...] = KINDS, steps: dict[str, int] | None = None) -> SeedResult:
+               kinds: tuple[str, ...] | None = None, steps: dict[str, int] | None = None) -> SeedResult:
     """Train every model of ``kinds`` with ``seed`` and score ``n_samples`` of its samples.
 
     The NLL column is the ``k_iwae``-sample IWAE estimate on ``x_test_binary`` (labels
     ``y_test`` for the conditional VAE) for the models that have a likelihood.
     """
     scores, models = {}, {}
-    for kind in kinds:
+    for kind in (KINDS if kinds is None else kinds):
         model = train_model(kind, x_train, y_train, seed=seed, steps=(steps or {}).get(kind))
         nll = None
         if x_test_binary is not None and model.nll_fn is not None:

@@ -383,3 +383,32 @@ def test_metrics_loads_the_shipped_classifier():
     from gencore.classifier import MNISTClassifier
 
     assert isinstance(metrics.load_classifier(), MNISTClassifier)
+
+
+def test_registered_recipe_joins_the_leaderboard_and_built_ins_are_protected():
+    import torch
+    from gencore import leaderboard
+    from gencore.nets import mlp
+
+    calls = {}
+
+    def train(x_train, y_train, *, seed, steps, progress, generator):
+        calls.update(seed=seed, steps=steps)
+        net = mlp([4, 784], out_activation="sigmoid")
+        return leaderboard.TrainedModel("toy", net, lambda n, g: net(torch.randn(n, 4, generator=g)))
+
+    leaderboard.register_recipe("toy-test", train, quick_steps=3, full_steps=30)
+    try:
+        assert "toy-test" in leaderboard.kinds() and leaderboard.kinds()[:5] == leaderboard.KINDS
+        assert leaderboard.default_steps("toy-test") == 3
+        model = leaderboard.train_model("toy-test", torch.rand(8, 784), seed=5)
+        assert calls == {"seed": 5, "steps": 3}
+        assert model.sample(6).shape == (6, 784)
+        with pytest.raises(ValueError, match="not one of"):
+            leaderboard.register_recipe("VAE", train, quick_steps=1, full_steps=1)
+        with pytest.raises(ValueError, match="quick_steps must be a positive integer"):
+            leaderboard.register_recipe("other", train, quick_steps=0, full_steps=1)
+    finally:
+        leaderboard._RECIPES.pop("toy-test", None)
+    with pytest.raises(ValueError, match="unknown model kind 'toy-test'"):
+        leaderboard.train_model("toy-test", torch.rand(8, 784))
