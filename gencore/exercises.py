@@ -24,10 +24,23 @@ name                   the student's function                                 ch
 ``conjugate_<name>``   ``f(t) -> f*(t)`` for each f-divergence of the registry f-divergences
 ``optimal_discriminator`` ``f(p, q) -> D*`` on a grid of densities            GANs
 ``sinkhorn_step``      ``f(u, v, K, a, b) -> (u_new, v_new)``                 optimal transport
+``iwae_estimate``      ``f(log_w (K, B)) -> (B,)``: log (1/K) sum_k w_k       training VAEs
+``gumbel_softmax_sample`` ``f(logits, u, tau) -> y``: softmax((l + g) / tau)  discrete latents
+``fgan_objective_gan`` ``f(v_p, v_q) -> F``: the f-GAN bound of the GAN row   f-GAN
+``info_lower_bound``   ``f(q_logits (N, K), code (N,)) -> L_I``               GANs in practice
+``gradient_penalty``   ``f(critic, real, fake, eps) -> GP``                   WGAN
+``mmd2_imq``           ``f(x, y, c) -> unbiased MMD^2``, IMQ kernel            WAE and AAE
+``frechet_gaussians``  ``f(mu1, sigma1, mu2, sigma2) -> FID``                 evaluation
 =====================  =====================================================  ========================
+
+Chapters that bring their own module register their exercises at the bottom of it (for example
+``product_of_experts`` in :mod:`gencore.multimodal`). :func:`check` and :func:`available` import
+the modules of :data:`PROVIDER_MODULES` on first use, so every record is there whichever chapter
+the student opened first; a module that does not exist (yet) is skipped.
 """
 from __future__ import annotations
 
+import importlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -35,7 +48,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["Verdict", "Mistake", "Exercise", "EXERCISES", "register", "check", "available"]
+__all__ = ["Verdict", "Mistake", "Exercise", "EXERCISES", "PROVIDER_MODULES", "register", "check", "available"]
 
 
 @dataclass(frozen=True)
@@ -79,6 +92,34 @@ class Exercise:
 
 EXERCISES: dict[str, Exercise] = {}
 
+# Modules that register their own exercise records at their bottom (imported on first use of
+# check() / available(); a module that does not exist yet is skipped).
+PROVIDER_MODULES: tuple[str, ...] = (
+    "gencore.autoregressive", "gencore.flows", "gencore.flow_vae", "gencore.flow_gan", "gencore.vae",
+    "gencore.avb", "gencore.multimodal", "gencore.vrnn", "gencore.pixelvae", "gencore.diffusion.score",
+    "gencore.diffusion.ddpm", "gencore.diffusion.flow_matching",
+)
+_providers_loaded = False
+
+
+def _load_providers() -> None:
+    """Import every module of :data:`PROVIDER_MODULES` once, so that their records are registered.
+
+    A ``ModuleNotFoundError`` for the provider itself (or a package above it) means the module does
+    not exist yet and is skipped; any other error, including a missing dependency *inside* a
+    provider, propagates.
+    """
+    global _providers_loaded
+    if _providers_loaded:
+        return
+    for module in PROVIDER_MODULES:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name is None or not (module == exc.name or module.startswith(exc.name + ".")):
+                raise
+    _providers_loaded = True
+
 
 def register(ex: Exercise) -> Exercise:
     """Add an exercise to the registry (a name may be registered once)."""
@@ -89,7 +130,8 @@ def register(ex: Exercise) -> Exercise:
 
 
 def available() -> tuple[str, ...]:
-    """Names of the registered exercises."""
+    """Names of the registered exercises (after importing the :data:`PROVIDER_MODULES`)."""
+    _load_providers()
     return tuple(sorted(EXERCISES))
 
 
@@ -156,6 +198,8 @@ def check(name: str, fn: Callable[..., Any], *, strict: bool = False) -> Verdict
     Verdict
         ``bool(verdict)`` is whether it passed; ``verdict.message`` holds the hint.
     """
+    if name not in EXERCISES:
+        _load_providers()
     if name not in EXERCISES:
         raise KeyError(f"unknown exercise {name!r}; available: {', '.join(available())}")
     if not callable(fn):
@@ -381,3 +425,362 @@ register(Exercise(
     ),
     error_hint="in diag(u) K diag(v) the row sums are u * (K v) and the column sums v * (K^T u): "
                "the v update needs K.T"))
+
+
+# ---- training VAEs: the importance-weighted estimate from log-weights
+def _iwae_cases() -> list[tuple]:
+    cases = []
+    for seed, (k, b, loc, scale) in enumerate([(5, 3, -2.0, 1.0), (1, 4, 0.5, 2.0), (7, 2, -1000.0, 3.0)]):
+        g = _gen(600 + seed)
+        cases.append((loc + scale * torch.randn(k, b, generator=g, dtype=torch.float64),))
+    return cases
+
+
+def _ref_iwae_estimate(log_w):
+    # what gencore.vae.iwae_bound computes from the log-weights of its k samples (dim 0)
+    return torch.logsumexp(log_w, dim=0) - math.log(log_w.shape[0])
+
+
+register(Exercise(
+    name="iwae_estimate", chapter="03_training_vaes",
+    signature="f(log_w) -> Tensor (B,): log (1/K) sum_k exp(log_w[k]), log_w of shape (K, B) (samples first)",
+    reference=_ref_iwae_estimate, cases=_iwae_cases,
+    shape_hint="the K importance samples are on the first axis: reduce over dim 0 and keep one value per example",
+    mistakes=(
+        Mistake("you averaged the log-weights: that is the K-sample ELBO estimate; the IWAE bound averages the "
+                "weights inside the log, log (1/K) sum_k w_k",
+                lambda lw: lw.mean(0)),
+        Mistake("the 1/K is missing: log (1/K) sum_k w_k = logsumexp(log_w) - log K",
+                lambda lw: torch.logsumexp(lw, dim=0)),
+        Mistake("you took the largest log-weight; the bound averages all K weights (log-sum-exp, then - log K)",
+                lambda lw: lw.max(0).values),
+    ),
+    error_hint="work with log-weights throughout: torch.logsumexp(log_w, dim=0) - math.log(K)"))
+
+
+# ---- discrete latents: a Gumbel-softmax sample from uniform noise
+def _gumbel_cases() -> list[tuple]:
+    cases = []
+    for seed, (b, k, tau, scale) in enumerate([(4, 5, 0.5, 1.0), (3, 3, 2.0, 2.0), (2, 6, 0.3, 400.0)]):
+        g = _gen(700 + seed)
+        logits = scale * torch.randn(b, k, generator=g, dtype=torch.float64)
+        u = torch.rand(b, k, generator=g, dtype=torch.float64).clamp(1e-6, 1 - 1e-6)
+        cases.append((logits, u, tau))
+    return cases
+
+
+def _gumbel_from_uniform(u):
+    return -torch.log(-torch.log(u))
+
+
+def _ref_gumbel_softmax(logits, u, tau):
+    # gencore.gumbel.gumbel_softmax with the noise g = gumbel_noise(...) = -log(-log u) given
+    return torch.softmax((logits + _gumbel_from_uniform(u)) / tau, dim=-1)
+
+
+register(Exercise(
+    name="gumbel_softmax_sample", chapter="04_discrete_latents",
+    signature="f(logits (B, K), u (B, K) uniform in (0, 1), tau: float) -> Tensor (B, K): softmax((logits + g) / tau)",
+    reference=_ref_gumbel_softmax, cases=_gumbel_cases,
+    shape_hint="one relaxed one-hot vector per row: keep the shape (B, K) of the logits",
+    mistakes=(
+        Mistake("turn the uniforms into Gumbel noise first: g = -log(-log u)",
+                lambda l, u, t: torch.softmax((l + u) / t, dim=-1)),
+        Mistake("the Gumbel noise is g = -log(-log u), with a minus in front: you used log(-log u)",
+                lambda l, u, t: torch.softmax((l - _gumbel_from_uniform(u)) / t, dim=-1)),
+        Mistake("g = -log(-log u) takes two logs; -log u alone is exponential noise, not Gumbel",
+                lambda l, u, t: torch.softmax((l - torch.log(u)) / t, dim=-1)),
+        Mistake("divide the logits AND the noise by tau: y = softmax((logits + g) / tau)",
+                lambda l, u, t: torch.softmax(l / t + _gumbel_from_uniform(u), dim=-1)),
+        Mistake("divide by the temperature tau, do not multiply",
+                lambda l, u, t: torch.softmax((l + _gumbel_from_uniform(u)) * t, dim=-1)),
+        Mistake("the temperature is missing: y = softmax((logits + g) / tau)",
+                lambda l, u, t: torch.softmax(l + _gumbel_from_uniform(u), dim=-1)),
+        Mistake("normalise over the K categories (the last axis), not over the batch",
+                lambda l, u, t: torch.softmax((l + _gumbel_from_uniform(u)) / t, dim=0)),
+        Mistake("that is the Gumbel-max sample (a one-hot argmax); the relaxation replaces the argmax by a softmax",
+                lambda l, u, t: torch.nn.functional.one_hot((l + _gumbel_from_uniform(u)).argmax(-1),
+                                                            l.shape[-1]).to(l.dtype)),
+    ),
+    error_hint="use torch.softmax(..., dim=-1), which subtracts the maximum before exponentiating"))
+
+
+# ---- f-GAN: the bound of the GAN row from raw critic outputs, computed stably
+def _fgan_cases() -> list[tuple]:
+    cases = []
+    for seed, (n, m, loc, scale) in enumerate([(6, 4, 0.3, 1.0), (3, 5, -1.0, 3.0), (4, 4, 0.0, 900.0)]):
+        g = _gen(800 + seed)
+        cases.append((loc + scale * torch.randn(n, generator=g, dtype=torch.float64),
+                      loc + scale * torch.randn(m, generator=g, dtype=torch.float64)))
+    return cases
+
+
+def _ref_fgan_gan(v_p, v_q):
+    from gencore import divergences as D
+    return D.variational_bound("gan", v_p, v_q)
+
+
+def _logsig(v):
+    return torch.nn.functional.logsigmoid(v)
+
+
+def _softplus(v):
+    return torch.nn.functional.softplus(v)
+
+
+register(Exercise(
+    name="fgan_objective_gan", chapter="06_f_gan",
+    signature="f(v_p (N,), v_q (M,)) -> scalar: mean g_f(v_p) - mean f*(g_f(v_q)) for the GAN row",
+    reference=_ref_fgan_gan, cases=_fgan_cases,
+    shape_hint="the objective is one number: average each term over its samples",
+    mistakes=(
+        Mistake("the second term needs the conjugate: f*(g_f(v)) = -log(1 - sigmoid(v)) = softplus(v), not g_f(v)",
+                lambda vp, vq: _logsig(vp).mean() - _logsig(vq).mean()),
+        Mistake("the first term is g_f(v) = log sigmoid(v) = -softplus(-v), not the raw output v",
+                lambda vp, vq: vp.mean() - _softplus(vq).mean()),
+        Mistake("F = E_P[g_f(v)] MINUS E_Q[f*(g_f(v))]: the conjugate term enters with a minus",
+                lambda vp, vq: _logsig(vp).mean() + _softplus(vq).mean()),
+        Mistake("P and Q are swapped: the critic's outputs on the data samples v_p go into the first term",
+                lambda vp, vq: _logsig(vq).mean() - _softplus(vp).mean()),
+        Mistake("the conjugate of the GAN generator is f*(t) = -log(1 - e^t), so f*(g_f(v)) = softplus(v), "
+                "not softplus(-v)",
+                lambda vp, vq: _logsig(vp).mean() - _softplus(-vq).mean()),
+    ),
+    error_hint="write both terms with torch.nn.functional.logsigmoid / softplus"))
+
+
+# ---- GANs in practice: InfoGAN's variational lower bound on I(c; G(z, c))
+def _info_cases() -> list[tuple]:
+    cases = []
+    for seed, (n, k, scale) in enumerate([(6, 4, 1.0), (5, 10, 3.0), (4, 3, 800.0)]):
+        g = _gen(900 + seed)
+        cases.append((scale * torch.randn(n, k, generator=g, dtype=torch.float64),
+                      torch.randint(k, (n,), generator=g)))
+    return cases
+
+
+def _ref_info(q_logits, code):
+    from gencore.gan import info_lower_bound
+    return info_lower_bound(q_logits, code)
+
+
+def _picked_log_q(q_logits, code):
+    return torch.log_softmax(q_logits, dim=1).gather(1, code[:, None]).squeeze(1)
+
+
+register(Exercise(
+    name="info_lower_bound", chapter="08_gans_in_practice",
+    signature="f(q_logits (N, K), code (N,) int) -> scalar: mean log Q(code | x) + H(c), uniform K-way code",
+    reference=_ref_info, cases=_info_cases,
+    shape_hint="L_I is one number: average log Q(c | x) over the N samples",
+    mistakes=(
+        Mistake("the entropy H(c) = log K of the uniform code is missing",
+                lambda q, c: _picked_log_q(q, c).mean()),
+        Mistake("normalise Q: log Q(c | x) = logit_c - logsumexp(logits), not the raw logit",
+                lambda q, c: q.gather(1, c[:, None]).squeeze(1).mean() + math.log(q.shape[1])),
+        Mistake("average log Q(c | x), not the probability Q(c | x)",
+                lambda q, c: _picked_log_q(q, c).exp().mean() + math.log(q.shape[1])),
+        Mistake("average over the N samples; you summed",
+                lambda q, c: _picked_log_q(q, c).sum() + math.log(q.shape[1])),
+        Mistake("for a uniform K-way code H(c) = log K, not log 2 (or 1 bit)",
+                lambda q, c: _picked_log_q(q, c).mean() + math.log(2)),
+    ),
+    error_hint="torch.log_softmax(q_logits, dim=1) is finite for any logits; pick the column of each code"))
+
+
+# ---- WGAN: the gradient penalty at given interpolation weights
+def _gp_critic(seed: int, d: int):
+    g = _gen(seed)
+    w1 = torch.randn(d, 8, generator=g, dtype=torch.float64)
+    b1 = torch.randn(8, generator=g, dtype=torch.float64)
+    w2 = torch.randn(8, generator=g, dtype=torch.float64) / 2
+
+    def critic(x):
+        return torch.tanh(x @ w1 + b1) @ w2
+    return critic
+
+
+def _gp_cases() -> list[tuple]:
+    cases = []
+    for seed, (n, d) in enumerate([(6, 2), (4, 3), (5, 1)]):
+        g = _gen(1000 + seed)
+        real = torch.randn(n, d, generator=g, dtype=torch.float64) + 1.0
+        fake = torch.randn(n, d, generator=g, dtype=torch.float64) - 1.0
+        eps = torch.rand(n, 1, generator=g, dtype=torch.float64)
+        cases.append((_gp_critic(1100 + seed, d), real, fake, eps))
+    return cases
+
+
+def _grad_at(critic, x):
+    x = x.detach().clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(critic(x).sum(), x)
+    return grad
+
+
+def _ref_gp(critic, real, fake, eps):
+    # gencore.ot.gradient_penalty draws eps itself; this is the same formula at a given eps
+    grad = _grad_at(critic, eps * real + (1 - eps) * fake)
+    return ((grad.norm(dim=1) - 1.0) ** 2).mean()
+
+
+def _gp_wrong_norm(critic, real, fake, eps, how):
+    grad = _grad_at(critic, eps * real + (1 - eps) * fake)
+    norm = grad.norm(dim=1)
+    return {"squared_norm": (norm ** 2).mean(),
+            "batch_norm": (grad.norm() - 1.0) ** 2,
+            "one_sided": ((norm - 1.0).clamp_min(0) ** 2).mean(),
+            "no_square": (norm - 1.0).mean(),
+            "sq_norm_minus_one": ((norm ** 2 - 1.0) ** 2).mean(),
+            "sum": ((norm - 1.0) ** 2).sum()}[how]
+
+
+register(Exercise(
+    name="gradient_penalty", chapter="10_wgan",
+    signature="f(critic, real (n, d), fake (n, d), eps (n, 1)) -> scalar: mean over x_hat = eps real + (1 - eps) fake "
+              "of (||grad critic(x_hat)|| - 1)^2",
+    reference=_ref_gp, cases=_gp_cases,
+    shape_hint="the penalty is one number: average (||grad|| - 1)^2 over the n interpolates",
+    mistakes=(
+        Mistake("evaluate the gradient at the interpolates eps * real + (1 - eps) * fake, not at the real points",
+                lambda c, r, f, e: ((_grad_at(c, r).norm(dim=1) - 1.0) ** 2).mean()),
+        Mistake("penalise the distance of the norm to 1, (||grad|| - 1)^2, not ||grad||^2",
+                lambda c, r, f, e: _gp_wrong_norm(c, r, f, e, "squared_norm")),
+        Mistake("the norm is per interpolate (over each row, dim=1), not over the whole batch",
+                lambda c, r, f, e: _gp_wrong_norm(c, r, f, e, "batch_norm")),
+        Mistake("WGAN-GP's penalty is two-sided: (||grad|| - 1)^2 also penalises norms below 1",
+                lambda c, r, f, e: _gp_wrong_norm(c, r, f, e, "one_sided")),
+        Mistake("square the difference: (||grad|| - 1)^2",
+                lambda c, r, f, e: _gp_wrong_norm(c, r, f, e, "no_square")),
+        Mistake("use the norm ||grad||, not the squared norm, inside (||grad|| - 1)^2",
+                lambda c, r, f, e: _gp_wrong_norm(c, r, f, e, "sq_norm_minus_one")),
+        Mistake("average over the interpolates; you summed",
+                lambda c, r, f, e: _gp_wrong_norm(c, r, f, e, "sum")),
+    ),
+    error_hint="make x_hat a leaf with x_hat.requires_grad_(True), then "
+               "torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True)"))
+
+
+# ---- WAE: the unbiased MMD^2 estimate with an inverse multiquadratic kernel
+def _mmd_cases() -> list[tuple]:
+    cases = []
+    for seed, (n, m, d, c) in enumerate([(5, 7, 2, 4.0), (6, 6, 3, 1.5), (4, 3, 1, 0.5)]):
+        g = _gen(1200 + seed)
+        cases.append((torch.randn(n, d, generator=g, dtype=torch.float64),
+                      0.5 + 1.3 * torch.randn(m, d, generator=g, dtype=torch.float64), c))
+    return cases
+
+
+def _imq(a, b, c):
+    return c / (c + torch.cdist(a, b) ** 2)
+
+
+def _ref_mmd(x, y, c):
+    from gencore.ot import mmd2
+    return mmd2(x, y, kernel=lambda a, b: _imq(a, b, c), unbiased=True)
+
+
+def _mmd_parts(x, y, c, kernel=_imq):
+    kxx, kyy, kxy = kernel(x, x, c), kernel(y, y, c), kernel(x, y, c)
+    n, m = len(x), len(y)
+    off_xx, off_yy = kxx.sum() - kxx.diagonal().sum(), kyy.sum() - kyy.diagonal().sum()
+    return kxx, kyy, kxy, n, m, off_xx, off_yy
+
+
+def _mmd_wrong(x, y, c, how):
+    kxx, kyy, kxy, n, m, off_xx, off_yy = _mmd_parts(x, y, c)
+    if how == "v_statistic":
+        return kxx.mean() + kyy.mean() - 2 * kxy.mean()
+    if how == "divide_n2":
+        return off_xx / n ** 2 + off_yy / m ** 2 - 2 * kxy.mean()
+    if how == "cross_no_2":
+        return off_xx / (n * (n - 1)) + off_yy / (m * (m - 1)) - kxy.mean()
+    if how == "cross_diagonal":
+        k = min(n, m)
+        return off_xx / (n * (n - 1)) + off_yy / (m * (m - 1)) - 2 * (kxy.sum() - kxy.diagonal().sum()) / (n * m - k)
+    if how == "distance":
+        kxx, kyy, kxy, n, m, off_xx, off_yy = _mmd_parts(x, y, c, lambda a, b, c: c / (c + torch.cdist(a, b)))
+        return off_xx / (n * (n - 1)) + off_yy / (m * (m - 1)) - 2 * kxy.mean()
+    raise ValueError(how)
+
+
+register(Exercise(
+    name="mmd2_imq", chapter="11_wae_aae",
+    signature="f(x (n, d), y (m, d), c: float) -> scalar: the unbiased MMD^2 estimate with k(a, b) = c / (c + ||a - b||^2)",
+    reference=_ref_mmd, cases=_mmd_cases,
+    shape_hint="MMD^2 is one number",
+    mistakes=(
+        Mistake("that is the biased V-statistic: drop the diagonal terms k(x_i, x_i), k(y_j, y_j) and divide by "
+                "n(n - 1) and m(m - 1)",
+                lambda x, y, c: _mmd_wrong(x, y, c, "v_statistic")),
+        Mistake("after dropping the diagonal there are n(n - 1) pairs i != j: divide by n(n - 1), not n^2",
+                lambda x, y, c: _mmd_wrong(x, y, c, "divide_n2")),
+        Mistake("the cross term is -2 E k(x, y): the factor 2 is missing",
+                lambda x, y, c: _mmd_wrong(x, y, c, "cross_no_2")),
+        Mistake("keep every pair (x_i, y_j) of the cross term, i = j included: x_i and y_i are independent",
+                lambda x, y, c: _mmd_wrong(x, y, c, "cross_diagonal")),
+        Mistake("the inverse multiquadratic kernel uses the squared distance: c / (c + ||a - b||^2)",
+                lambda x, y, c: _mmd_wrong(x, y, c, "distance")),
+    ),
+    error_hint="torch.cdist(x, y) ** 2 gives the (n, m) matrix of squared distances"))
+
+
+# ---- evaluation: the Fréchet distance between two Gaussians (FID of fitted features)
+def _spd(g: torch.Generator, d: int) -> torch.Tensor:
+    a = torch.randn(d, d, generator=g, dtype=torch.float64)
+    return a @ a.T / d + 0.2 * torch.eye(d, dtype=torch.float64)
+
+
+def _fid_cases() -> list[tuple]:
+    cases = []
+    for seed, d in enumerate([3, 2, 5]):
+        g = _gen(1300 + seed)
+        cases.append((torch.randn(d, generator=g, dtype=torch.float64), _spd(g, d),
+                      torch.randn(d, generator=g, dtype=torch.float64), _spd(g, d)))
+    return cases
+
+
+def _ref_fid(m1, s1, m2, s2):
+    from gencore.metrics import frechet_distance
+    return torch.tensor(frechet_distance(m1, s1, m2, s2), dtype=torch.float64)
+
+
+def _trace_sqrt(s1, s2):
+    evals, evecs = torch.linalg.eigh(s1)
+    root = (evecs * evals.clamp_min(0).sqrt()) @ evecs.T
+    return torch.linalg.eigvalsh(root @ s2 @ root).clamp_min(0).sqrt().sum()
+
+
+def _fid_wrong(m1, s1, m2, s2, how):
+    mean_term = ((m1 - m2) ** 2).sum()
+    tr = torch.trace(s1) + torch.trace(s2)
+    ts = _trace_sqrt(s1, s2)
+    return {"sqrt_of_trace": mean_term + tr - 2 * torch.trace(s1 @ s2).sqrt(),
+            "diagonal": mean_term + tr - 2 * (torch.diagonal(s1) * torch.diagonal(s2)).sqrt().sum(),
+            "no_2": mean_term + tr - ts,
+            "norm_not_squared": mean_term.sqrt() + tr - 2 * ts,
+            "no_mean": tr - 2 * ts,
+            "w2": (mean_term + tr - 2 * ts).clamp_min(0).sqrt()}[how]
+
+
+register(Exercise(
+    name="frechet_gaussians", chapter="12_evaluation",
+    signature="f(mu1 (d,), sigma1 (d, d), mu2 (d,), sigma2 (d, d)) -> scalar: "
+              "||mu1 - mu2||^2 + tr sigma1 + tr sigma2 - 2 tr (sigma1 sigma2)^(1/2)",
+    reference=_ref_fid, cases=_fid_cases,
+    shape_hint="the Fréchet distance is one number",
+    mistakes=(
+        Mistake("tr (sigma1 sigma2)^(1/2) is the trace of a matrix square root, not the square root of the trace",
+                lambda *a: _fid_wrong(*a, "sqrt_of_trace")),
+        Mistake("using only the diagonals is the formula for diagonal covariances; these covariances are full: "
+                "take the eigenvalues of sigma1^(1/2) sigma2 sigma1^(1/2)",
+                lambda *a: _fid_wrong(*a, "diagonal")),
+        Mistake("the cross term is -2 tr (sigma1 sigma2)^(1/2): the factor 2 is missing",
+                lambda *a: _fid_wrong(*a, "no_2")),
+        Mistake("the mean term is the squared distance ||mu1 - mu2||^2",
+                lambda *a: _fid_wrong(*a, "norm_not_squared")),
+        Mistake("the mean term ||mu1 - mu2||^2 is missing",
+                lambda *a: _fid_wrong(*a, "no_mean")),
+        Mistake("FID is the squared distance W_2^2; you returned its square root W_2",
+                lambda *a: _fid_wrong(*a, "w2")),
+    ),
+    error_hint="sigma1 sigma2 is not symmetric; use sigma1^(1/2) sigma2 sigma1^(1/2) and torch.linalg.eigvalsh"))

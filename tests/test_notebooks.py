@@ -13,6 +13,11 @@
 - Every theorem, proposition, lemma, corollary and definition (colon or backtick fence) has a
   label, and every label is named (in a comment, the name or the docstring) inside a test
   function of ``tests/`` that calls ``gencore``.
+- Every chapter has at least one coding exercise with an auto-checker: a code cell tagged
+  ``solution``, right after the markdown cell with its ``{solution}`` directive, that defines the
+  student's function with ``def`` and ends with ``gencore.exercises.check("<name>", fn, strict=True)``
+  for a registered exercise. Every code cell that calls the checker is tagged ``solution`` (the
+  student edition, ``tools/student.py``, replaces exactly those cells by stubs).
 """
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 import nbtools  # noqa: E402
+import student  # noqa: E402
 
 CHAPTERS = nbtools.chapters()
 RESULT_KINDS = "theorem|proposition|lemma|corollary|definition"
@@ -252,3 +258,49 @@ def _all_tested_labels() -> frozenset[str]:
 def test_every_labelled_result_is_named_by_a_test(chapter, label):
     assert label in _all_tested_labels(), (
         f"{label} ({chapter}) is not named inside a test function of tests/ that calls gencore")
+
+
+# --------------------------------------------------------------------------- coding exercises
+SOLUTION_TAG = "solution"
+SOLUTION_DIRECTIVE = re.compile(r"^[ \t]*(?::{3,}|`{3,})\{solution\}", re.M)
+
+
+def _code_cells(nb: dict) -> list[tuple[int, dict]]:
+    return [(i, c) for i, c in enumerate(nb["cells"]) if c["cell_type"] == "code"]
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_chapter_has_a_coding_exercise_with_an_auto_checker(path):
+    tagged = [c for _, c in _code_cells(_nb(path)) if SOLUTION_TAG in c.get("metadata", {}).get("tags", [])]
+    assert tagged, (f"{path.name} has no coding exercise: add a code cell tagged 'solution' that defines the "
+                    "function and ends with gencore.exercises.check(\"<name>\", fn, strict=True)")
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_solution_cells_call_the_checker_and_only_they_do(path):
+    from gencore.exercises import available
+    nb = _nb(path)
+    registered = set(available())
+    for i, cell in _code_cells(nb):
+        src = "".join(cell["source"])
+        tagged = SOLUTION_TAG in cell.get("metadata", {}).get("tags", [])
+        calls = student.check_calls(src)
+        if not tagged:
+            assert not calls, f"a cell calls gencore.exercises.check but is not tagged 'solution' (the student " \
+                              f"edition would show its solution):\n{src[:300]}"
+            continue
+        assert calls, f"a cell tagged 'solution' does not call gencore.exercises.check:\n{src[:300]}"
+        names = student.checked_names(src)
+        assert names and set(names) <= registered, f"unregistered exercise(s) {sorted(set(names) - registered)}"
+        assert all(any(k.arg == "strict" and getattr(k.value, "value", None) is True for k in c.keywords)
+                   for c in calls), "the book's solution cells check with strict=True (a regression fails nbval)"
+        student.stub_source(src)            # raises unless the checked function is defined with def here
+        prev = nb["cells"][i - 1] if i else None
+        assert prev is not None and prev["cell_type"] == "markdown" and SOLUTION_DIRECTIVE.search(
+            "".join(prev["source"])), "a solution cell comes right after the markdown cell with its {solution}"
+
+
+def test_coding_exercise_policy_reads_code_not_words():
+    assert student.checked_names('v = gencore.exercises.check("kl_normal", f, strict=True)') == ["kl_normal"]
+    assert student.checked_names("from gencore import exercises\nexercises.check('a', f)") == ["a"]
+    assert not student.check_calls('print("gencore.exercises.check(x)")  # gencore.exercises.check')
