@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_FLAGS ?= -n 2 --dist loadfile
 
-.PHONY: book test install execute clean unit nbval browser
+.PHONY: book test install execute clean unit nbval browser student colab
 
 $(STAMP): requirements-lock.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,17 @@ unit: $(STAMP)
 nbval: $(STAMP)
 	PYTHONHASHSEED=0 OMP_NUM_THREADS=1 GENCORE_SCALE=quick CUDA_VISIBLE_DEVICES= $(BIN)/python -m pytest $(PYTEST_FLAGS) \
 	  book --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg
+
+# The student edition: the book without solutions (solution cells become stubs that call the
+# auto-checker), written to _build/student and built into _build/student/_build/html.
+STUDENT ?= _build/student
+student: $(STAMP)
+	$(BIN)/python tools/student.py $(STUDENT)
+	$(BIN)/jupyter-book build $(STUDENT) -W -n --keep-going
+
+# The Colab install against a Colab-like stack (needs the package index; about 5 min; not in `make test`).
+colab: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -m colab -s tests/test_colab_env.py
 
 # Re-execute chapters after editing them (all, or NB=book/05_f_divergences.ipynb).
 execute: $(STAMP)
