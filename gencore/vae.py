@@ -40,6 +40,8 @@ __all__ = [
     "kl_normal", "kl_mvn", "reparameterize", "log_normal_diag", "log_bernoulli", "log_standard_normal",
     "entropy_normal", "elbo", "iwae_bound", "evaluate_bounds", "Bounds", "VAE", "CategoricalVAE",
     "LinearGaussian", "gumbel_softmax", "ELBO_FORMS", "LIKELIHOODS", "ARCHS",
+    "kl_normal_per_dim", "kl_free_bits", "beta_elbo", "active_units",
+    "expected_elbo_discrete", "joint_kl_discrete",
 ]
 
 LOG_2PI = math.log(2 * math.pi)
@@ -339,6 +341,161 @@ def evaluate_bounds(model, x: torch.Tensor, *, k: int, batch_size: int = 100, se
         tot_elbo += float(elbo(model, xb, cond=cb, generator=gen).sum())
         tot_iwae += float(iwae_bound(model, xb, k, cond=cb, generator=gen, chunk_size=chunk_size).sum())
     return Bounds(elbo=tot_elbo / len(x), iwae=tot_iwae / len(x), k=k)
+
+
+# --------------------------------------------------------------------------- beta-VAE, free bits
+def kl_normal_per_dim(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    r"""Per-coordinate KL to the standard normal, :math:`\tfrac12(\mu_j^2 + \sigma_j^2 - \log\sigma_j^2 - 1)`.
+
+    Returns a tensor of ``mu``'s shape ``(..., d)``; its sum over the last axis is :func:`kl_normal`.
+    """
+    _check_tensor(mu, "mu")
+    _check_tensor(logvar, "logvar")
+    _check_same_shape(mu, logvar, "mu", "logvar")
+    return 0.5 * (mu.pow(2) + _expm1_minus_identity(logvar))
+
+
+def kl_free_bits(mu: torch.Tensor, logvar: torch.Tensor, free_bits: float) -> torch.Tensor:
+    r"""The KL penalty with *free bits* (Kingma et al., 2016), a scalar in nats.
+
+    .. math::
+        \tilde{\mathrm{KL}} = \sum_{j=1}^d \max\Big(\lambda,\ \frac1B \sum_{b=1}^B
+        \mathrm{KL}\big(q(z_j \mid x_b) \,\|\, \mathcal N(0, 1)\big)\Big).
+
+    Each latent coordinate gets :math:`\lambda` nats (averaged over the minibatch) for free:
+    below that the penalty is constant, so the optimiser has no reason to push the KL of that
+    coordinate to zero. With :math:`\lambda = 0` it is the minibatch mean of :func:`kl_normal`.
+    Chapter "Combining models", section "Information preference".
+
+    Parameters
+    ----------
+    mu, logvar : Tensor ``(B, d)``
+    free_bits : float
+        :math:`\lambda \ge 0`, nats per latent coordinate.
+    """
+    free_bits = float(free_bits)
+    if not (free_bits >= 0 and math.isfinite(free_bits)):
+        raise ValueError(f"free_bits must be a non-negative number of nats, got {free_bits!r}")
+    kl = kl_normal_per_dim(mu, logvar)
+    if kl.ndim < 2:
+        raise ValueError(f"mu must have shape (batch, d), got {tuple(mu.shape)}")
+    return kl.reshape(-1, kl.shape[-1]).mean(0).clamp_min(free_bits).sum()
+
+
+def beta_elbo(model, x: torch.Tensor, beta: float = 1.0, *, free_bits: float = 0.0, n_samples: int = 1,
+              cond: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    r"""The :math:`\beta`-VAE objective (Higgins et al., 2017), per example, in nats.
+
+    .. math::
+        \mathcal L_\beta(x) = \mathbb E_{q(z \mid x)}[\log p(x \mid z)]
+        - \beta\, \mathrm{KL}(q(z \mid x) \,\|\, p(z)),
+
+    with the KL in closed form and the same reparameterised draws as :func:`elbo`; at
+    :math:`\beta = 1` (and ``free_bits = 0``) it *is* :func:`elbo` with ``form="kl"``. With
+    ``free_bits > 0`` the KL is replaced by :func:`kl_free_bits` (a minibatch quantity, the same
+    for every row), so that the *mean* over the batch is the free-bits objective.
+    Chapter "Combining models", {prf:ref} ``prop-beta-vae-one``.
+
+    Parameters
+    ----------
+    model : object with ``encode`` and ``log_likelihood`` (see the module docstring).
+    x : Tensor ``(B, D)`` (or ``(B, ...)`` for models that take images)
+    beta : float
+        Weight of the KL, > 0 (``beta = 0`` gives a plain autoencoder with noise, also allowed).
+    free_bits : float
+        Nats per latent coordinate, >= 0.
+    n_samples, cond, generator : as in :func:`elbo`.
+
+    Returns
+    -------
+    Tensor ``(B,)``, differentiable.
+    """
+    _check_tensor(x, "x")
+    beta = float(beta)
+    if not (beta >= 0 and math.isfinite(beta)):
+        raise ValueError(f"beta must be a non-negative number, got {beta!r}")
+    n_samples = _check_positive_int(n_samples, "n_samples")
+    mu, logvar = model.encode(x) if cond is None else model.encode(x, cond)
+    _check_same_shape(mu, logvar, "mu", "logvar")
+    if mu.shape[0] != x.shape[0]:
+        raise ValueError(f"q's batch size {mu.shape[0]} does not match x's {x.shape[0]}")
+    z = reparameterize(mu, logvar, generator, n_samples=n_samples)
+    rec = _loglik(model, x, z, cond).mean(0)
+    if free_bits == 0:
+        return rec - beta * kl_normal(mu, logvar)
+    return rec - beta * kl_free_bits(mu, logvar, free_bits)
+
+
+def active_units(mu: torch.Tensor, threshold: float = 0.01) -> int:
+    r"""Number of *active* latent units (Burda et al., 2015).
+
+    Unit :math:`j` is active when :math:`\mathrm{Var}_{x}\big(\mathbb E_{q(z \mid x)}[z_j]\big) > \delta`
+    (default :math:`\delta = 0.01`): its posterior mean moves with the input. An inactive unit
+    has :math:`q(z_j \mid x) \approx p(z_j)` for every ``x`` and carries no information.
+
+    Parameters
+    ----------
+    mu : Tensor ``(N, d)``
+        Posterior means of ``N`` >= 2 inputs.
+    threshold : float
+    """
+    _check_tensor(mu, "mu")
+    if mu.ndim != 2 or mu.shape[0] < 2:
+        raise ValueError(f"mu must have shape (N >= 2, d), got {tuple(mu.shape)}")
+    return int((mu.double().var(0) > threshold).sum())
+
+
+# --------------------------------------------------------------------------- two views (discrete)
+def _check_stochastic(t: Any, name: str, dims: int) -> torch.Tensor:
+    _check_tensor(t, name)
+    if t.ndim != dims:
+        raise ValueError(f"{name} must have {dims} dimension(s), got shape {tuple(t.shape)}")
+    if bool((t < 0).any()) or not torch.allclose(t.sum(-1), torch.ones((), dtype=t.dtype), atol=1e-6):
+        raise ValueError(f"{name} must hold probabilities that sum to 1 over its last axis")
+    return t
+
+
+def _xlogy(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.where(a > 0, a * torch.log(torch.where(a > 0, b, torch.ones_like(b))), torch.zeros_like(a))
+
+
+def expected_elbo_discrete(p_data: torch.Tensor, p_z: torch.Tensor, p_x_given_z: torch.Tensor,
+                           q_z_given_x: torch.Tensor) -> torch.Tensor:
+    r"""Exact :math:`\mathbb E_{p_{\rm data}(x)}[\mathcal L(x)]` of a model with finitely many ``x`` and ``z``.
+
+    .. math::
+        \mathbb E_{p_{\rm data}}\mathcal L = \sum_x p_{\rm data}(x) \sum_z q(z \mid x)
+        \log \frac{p(z)\, p(x \mid z)}{q(z \mid x)}.
+
+    Parameters
+    ----------
+    p_data : Tensor ``(K,)``; p_z : ``(M,)``; p_x_given_z : ``(M, K)`` (rows sum to 1);
+    q_z_given_x : ``(K, M)`` (rows sum to 1). Use float64.
+    """
+    p_data, p_z = _check_stochastic(p_data, "p_data", 1), _check_stochastic(p_z, "p_z", 1)
+    px_z = _check_stochastic(p_x_given_z, "p_x_given_z", 2)
+    qz_x = _check_stochastic(q_z_given_x, "q_z_given_x", 2)
+    if px_z.shape != (len(p_z), len(p_data)) or qz_x.shape != (len(p_data), len(p_z)):
+        raise ValueError(f"shapes do not match: p_data {tuple(p_data.shape)}, p_z {tuple(p_z.shape)}, "
+                         f"p_x_given_z {tuple(px_z.shape)} (want (M, K)), q_z_given_x {tuple(qz_x.shape)} (want (K, M))")
+    log_joint = torch.log(p_z)[None, :] + torch.log(px_z.T)  # (K, M): log p(x, z)
+    cross = torch.where(qz_x > 0, qz_x * log_joint.clamp_min(-1e300), torch.zeros_like(qz_x))
+    per_x = cross.sum(-1) - _xlogy(qz_x, qz_x).sum(-1)
+    return (p_data * per_x).sum()
+
+
+def joint_kl_discrete(p_data: torch.Tensor, p_z: torch.Tensor, p_x_given_z: torch.Tensor,
+                      q_z_given_x: torch.Tensor) -> torch.Tensor:
+    r""":math:`\mathrm{KL}(q(x, z) \,\|\, p(x, z))` with :math:`q(x, z) = p_{\rm data}(x)\, q(z \mid x)`.
+
+    The "second view" of the ELBO ({prf:ref} ``prop-elbo-joint-matching``):
+    :math:`\mathbb E_{p_{\rm data}}\mathcal L = -\mathrm{KL}(q(x, z) \,\|\, p(x, z)) - \mathrm H(p_{\rm data})`.
+    Same arguments as :func:`expected_elbo_discrete`.
+    """
+    expected_elbo_discrete(p_data, p_z, p_x_given_z, q_z_given_x)  # validates
+    q_joint = p_data[:, None] * q_z_given_x  # (K, M)
+    p_joint = (p_z[:, None] * p_x_given_z).T  # (K, M)
+    return (_xlogy(q_joint, q_joint) - _xlogy(q_joint, p_joint)).sum()
 
 
 # --------------------------------------------------------------------------- the exact model

@@ -227,3 +227,13 @@ def test_ot_pairing_is_the_minimum_cost_matching():
     assert abs(float((x0 - paired).pow(2).sum()) - best) < 1e-12
     with pytest.raises(ValueError, match="same shape"):
         dif.ot_pairing(x0, x1[:3])
+
+
+def test_package_exports_every_submodule_name_once():
+    """``gencore.diffusion`` re-exports each submodule's ``__all__``: no name twice, each one the submodule's object."""
+    import gencore.diffusion as diffusion
+    from gencore.diffusion import ddpm, flow_matching, nets, schedules, score
+    assert len(diffusion.__all__) == len(set(diffusion.__all__))
+    for module in (schedules, ddpm, score, flow_matching, nets):
+        for name in module.__all__:
+            assert getattr(diffusion, name) is getattr(module, name), name

@@ -10,16 +10,11 @@
 
 Samplers take the number of steps and a ``torch.Generator`` and follow their inputs' device.
 """
-from gencore.diffusion.ddpm import ddim_sample, ddpm_sample, eps_loss, eps_to_score, predict_x0
-from gencore.diffusion.flow_matching import (cfm_loss, cnf_log_prob, gaussian_path_velocity, ode_sample,
-                                             ot_pairing)
-from gencore.diffusion.schedules import NoiseSchedule, cosine_schedule, linear_schedule
-from gencore.diffusion.score import (annealed_langevin, dsm_loss, langevin, mixture_log_prob,
-                                     mixture_score)
+from gencore.diffusion import ddpm, flow_matching, nets, schedules, score
+from gencore.diffusion.ddpm import *  # noqa: F401,F403  (each submodule's __all__)
+from gencore.diffusion.flow_matching import *  # noqa: F401,F403
+from gencore.diffusion.nets import *  # noqa: F401,F403
+from gencore.diffusion.schedules import *  # noqa: F401,F403
+from gencore.diffusion.score import *  # noqa: F401,F403
 
-__all__ = [
-    "NoiseSchedule", "linear_schedule", "cosine_schedule",
-    "eps_loss", "predict_x0", "eps_to_score", "ddpm_sample", "ddim_sample",
-    "dsm_loss", "langevin", "annealed_langevin", "mixture_log_prob", "mixture_score",
-    "cfm_loss", "ot_pairing", "ode_sample", "cnf_log_prob", "gaussian_path_velocity",
-]
+__all__ = [name for module in (schedules, ddpm, score, flow_matching, nets) for name in module.__all__]
