@@ -33,3 +33,16 @@ def test_check_fails_when_a_recorded_number_changes(tmp_path, monkeypatch):
     (results / "chapter_times_cpu.json").write_text(json.dumps(rec))
     assert results_tables.main(["check"]) == 1          # ...makes the page stale
     assert page.read_text().startswith("# Course\n<!-- begin generated")  # text outside the markers is kept
+
+
+def test_leaderboard_record_covers_every_registered_recipe():
+    """``benchmarks/results/leaderboard_cpu.json`` ranks every kind of ``gencore.leaderboard.kinds()``
+    (the built-in five and the recipes later chapters register), with three seeds each."""
+    from gencore import leaderboard
+    rec = json.loads((ROOT / "benchmarks" / "results" / "leaderboard_cpu.json").read_text())
+    assert set(leaderboard.kinds()) <= set(rec["rows"]), \
+        f"re-run benchmarks/leaderboard.py: missing {sorted(set(leaderboard.kinds()) - set(rec['rows']))}"
+    for kind, row in rec["rows"].items():
+        assert len(row["scores"]) == len(rec["seeds"]) >= 3, kind
+    # the table separates real digits from an untrained generator (a check that could not fail would not)
+    assert rec["floor"]["fid"] < 0.1 * min(s["fid"] for s in rec["rows"]["untrained DCGAN"]["scores"])

@@ -31,7 +31,10 @@ def _load(name: str) -> dict | None:
 
 def _chapter_titles() -> dict[str, str]:
     titles = {}
-    for nb in sorted((ROOT / "book").glob("[0-9][0-9]_*.ipynb")):
+    # chapters in reading order (_toc.yml), e.g. 01b_autoregressive right after 01
+    toc = re.findall(r"file:\s*book/(\S+)", (ROOT / "_toc.yml").read_text())
+    notebooks = [ROOT / "book" / f"{stem}.ipynb" for stem in toc]
+    for nb in [p for p in notebooks if p.exists()]:
         for cell in json.loads(nb.read_text())["cells"]:
             if cell["cell_type"] == "markdown":
                 m = re.search(r"^# (.+)$", "".join(cell["source"]), re.M)
@@ -91,7 +94,43 @@ def benchmarks() -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
-GENERATORS = {"chapter-times": chapter_times, "benchmarks": benchmarks}
+def leaderboard_table() -> str:
+    """Every registered recipe of ``gencore.leaderboard`` on one table (``benchmarks/leaderboard.py``)."""
+    out = []
+    for tag in ("cpu", "cuda"):
+        rec = _load(f"leaderboard_{tag}.json")
+        if rec is None:
+            out += [f"*{tag.upper()}: not measured yet"
+                    + (" (no GPU was available to the sessions that wrote this page)." if tag == "cuda" else ".")
+                    + "*", ""]
+            continue
+        seeds = ", ".join(str(s) for s in rec["seeds"])
+        out += [f"**{rec['device']}**, scale `{rec['scale']}`, {rec['n_train']:,} training images, seeds {seeds} "
+                f"({rec['date']}); mean ± sd over seeds (ddof = 1), 1,000 samples per model against the test "
+                "digits in the classifier's feature space; lower FID/KID is better.", "",
+                "| model | steps | FID | KID | precision | recall | NLL (nats, IWAE k = 50) | seconds per seed |",
+                "|---|---|---|---|---|---|---|---|"]
+        f = rec["floor"]
+        out.append(f"| real digits (floor) | | {f['fid']:.1f} | {f['kid']:.1f} | {f['precision']:.3f} | "
+                   f"{f['recall']:.3f} | | |")
+        for kind, row in rec["rows"].items():
+            cells = []
+            for m, fmt in (("fid", ".1f"), ("kid", ".1f"), ("precision", ".3f"), ("recall", ".3f"), ("nll", ".1f")):
+                v = [s[m] for s in row["scores"] if s[m] is not None]
+                if not v:
+                    cells.append("")
+                    continue
+                mean = sum(v) / len(v)
+                sd = (sum((x - mean) ** 2 for x in v) / (len(v) - 1)) ** 0.5 if len(v) > 1 else 0.0
+                cells.append(f"{format(mean, fmt)} ± {format(sd, fmt)}")
+            sec = row.get("seconds_per_seed")
+            out.append(f"| {kind} | {row['steps'] or ''} | " + " | ".join(cells)
+                       + f" | {'' if sec is None else f'{sec:.0f}'} |")
+        out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+
+GENERATORS = {"chapter-times": chapter_times, "benchmarks": benchmarks, "leaderboard": leaderboard_table}
 
 
 def rendered(text: str) -> str:
