@@ -12,7 +12,8 @@ loads (fonts, menu, accessibility) are copied to ``_build/html/_static/mathjax``
 JavaScript error on every page.
 
 3. Add ``static/website.css``: cell output text wraps at the column width, and a display
-equation wider than the column scrolls sideways instead of being cut off.
+equation wider than the column scrolls sideways instead of being cut off, and a click anywhere
+on a solution dropdown's title (its link to the exercise included) opens the solution.
 """
 from __future__ import annotations
 
