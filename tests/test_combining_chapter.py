@@ -297,9 +297,8 @@ def test_product_of_experts_prior_and_mask():
 def test_poe_exercise_reference_passes_and_mistakes_fail():
     ex = EXERCISES["product_of_experts"]
     assert check("product_of_experts", lambda m, lv: product_of_experts(m, lv)).passed
-    for mistake in ex.mistakes:
-        verdict = check("product_of_experts", mistake.wrong)
-        assert not verdict.passed and verdict.message == mistake.hint
+    assert len(ex.mistakes) >= 3
+    # the reference passing and every mistake's hint: tests/test_exercises.py, for every registered exercise
 
 
 def test_mvae_single_view_posterior_is_prior_times_expert():

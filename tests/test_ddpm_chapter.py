@@ -329,10 +329,7 @@ def test_samplers_follow_the_generator_and_are_reproducible():
 def test_coding_exercise_accepts_the_reference_and_names_each_mistake():
     name = "ddpm_posterior"
     ex = E.EXERCISES[name]
-    assert E.check(name, ex.reference).passed
-    for mistake in ex.mistakes:
-        verdict = E.check(name, mistake.wrong)
-        assert not verdict.passed and verdict.message == mistake.hint
+    # the reference passing and every mistake's hint: tests/test_exercises.py, for every registered exercise
     ref = ex.reference
     assert E.check(name, lambda *a: (ref(*a)[0], ref(*a)[1][:, :1])).message.startswith("wrong shape")
     with pytest.raises(gencore.ClaimError):

@@ -295,11 +295,8 @@ def test_bad_input_raises_a_value_error_naming_the_argument(call, words):
 
 def test_cfm_target_exercise_accepts_the_reference_and_names_each_mistake():
     ex = E.EXERCISES["cfm_target"]
-    assert E.check("cfm_target", ex.reference).passed
     assert len(ex.mistakes) >= 3
-    for mistake in ex.mistakes:
-        verdict = E.check("cfm_target", mistake.wrong)
-        assert not verdict.passed and verdict.message == mistake.hint
+    # the reference passing and every mistake's hint: tests/test_exercises.py, for every registered exercise
     with pytest.raises(gencore.ClaimError):
         E.check("cfm_target", lambda x0, x1, t: (x0, x1), strict=True)
     # the solution written in the chapter passes

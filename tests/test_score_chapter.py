@@ -315,10 +315,7 @@ def test_bad_input_raises_clear_errors():
 @pytest.mark.parametrize("name", ["gaussian_score", "dsm_target"])
 def test_coding_exercises_accept_the_reference_and_name_each_mistake(name):
     ex = E.EXERCISES[name]
-    assert E.check(name, ex.reference).passed
-    for mistake in ex.mistakes:
-        verdict = E.check(name, mistake.wrong)
-        assert not verdict.passed and verdict.message == mistake.hint
+    # the reference passing and every mistake's hint: tests/test_exercises.py, for every registered exercise
     ref = ex.reference
     assert "wrong sign" in E.check(name, lambda *a: -ref(*a)).message
     assert E.check(name, lambda *a: ref(*a)[..., None]).message.startswith("wrong shape")
